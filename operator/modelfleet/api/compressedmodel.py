@@ -1,0 +1,334 @@
+"""The `CompressedModel` resource (modelfleet.io/v1alpha1): what to compress, for where, under which SLOs."""
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from modelfleet.api.base import WireModel
+
+GROUP = "modelfleet.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+URI_PATTERN = r"^(file|https|s3|pvc)://.+"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+REASON_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
+
+
+def _cel(rule: str, message: str) -> dict:
+    """JSON schema extra holding a Kubernetes CEL rule, so the API server enforces a model validator too."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+class SourceFormat(str, Enum):
+    torchscript = "torchscript"
+    exported_program = "exported-program"
+    onnx = "onnx"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8_dynamic = "int8-dynamic"
+    int8_static = "int8-static"
+
+
+class EdgeRuntime(str, Enum):
+    ncnn = "ncnn"
+    tflite = "tflite"
+
+
+class CalibrationMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    int64 = "int64"
+    int32 = "int32"
+    uint8 = "uint8"
+
+
+class TensorSpec(WireModel):
+    """One model input: its name, shape and element type."""
+
+    # Mirrors _dims_are_sizes: only a dynamic (-1) batch dimension may be non-positive.
+    model_config = WireModel.model_config | {
+        "json_schema_extra": _cel(
+            "self.shape.filter(d, d <= 0).size() == (self.shape[0] == -1 ? 1 : 0)",
+            "batch dimension must be -1 (dynamic) or positive, other dimensions positive",
+        )
+    }
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Input name. For ONNX sources it must match the graph's input name; for torch sources it names the exported ONNX input.",
+    )
+    shape: list[int] = Field(
+        min_length=1,
+        max_length=8,
+        description="Input shape. The first dimension is the batch; -1 marks it dynamic. Every other dimension is a positive size.",
+    )
+    dtype: DType = Field(default=DType.float32, description="Element type of the input tensor.")
+
+    @model_validator(mode="after")
+    def _dims_are_sizes(self) -> "TensorSpec":
+        if self.shape[0] == 0 or self.shape[0] < -1:
+            raise ValueError(f"input {self.name!r}: batch dimension must be -1 (dynamic) or positive, got {self.shape[0]}")
+        bad = [d for d in self.shape[1:] if d <= 0]
+        if bad:
+            raise ValueError(f"input {self.name!r}: non-batch dimensions must be positive, got {self.shape}")
+        return self
+
+
+class Source(WireModel):
+    """Where the trained model comes from."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description="URI of the trained model: file://, https://, s3:// or pvc://<claim>/<path>.",
+    )
+    format: SourceFormat = Field(
+        description="Serialization of the source: a TorchScript archive, a torch.export ExportedProgram (.pt2), or an ONNX model."
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Expected sha256 of the source file, lowercase hex. When set, a mismatch stops the pipeline before any work.",
+    )
+    inputs: list[TensorSpec] = Field(
+        min_length=1,
+        max_length=16,
+        description="The model's inputs, in order. Used to export torch sources and checked against ONNX sources.",
+    )
+
+
+class DataRef(WireModel):
+    """A data file in the artifact store."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description="URI of an .npz file holding an `inputs` array (samples along the first axis) and an integer `labels` array.",
+    )
+
+
+class Dataset(WireModel):
+    """Real data used to calibrate quantization and to measure accuracy."""
+
+    calibration: DataRef = Field(description="Samples fed through the model to calibrate static quantization ranges.")
+    evaluation: DataRef = Field(description="Held-out labelled samples on which every artifact's accuracy is measured.")
+    metric: Literal["top1"] = Field(default="top1", description="Accuracy metric: top-1 classification accuracy.")
+
+
+class Compression(WireModel):
+    """Which compressed variants to produce, and how."""
+
+    precisions: list[Precision] = Field(
+        default_factory=lambda: [Precision.int8_static],
+        min_length=1,
+        max_length=4,
+        description="ONNX variants to produce besides the fp32 baseline (always built): fp32, fp16, int8-dynamic (MatMul/Gemm weights only), int8-static (QDQ, calibrated).",
+    )
+    per_channel: bool = Field(default=True, description="Quantize weights per output channel instead of per tensor (int8-static).")
+    calibration_method: CalibrationMethod = Field(
+        default=CalibrationMethod.minmax, description="How int8-static activation ranges are chosen from the calibration data."
+    )
+    calibration_samples: int = Field(
+        default=128, ge=1, le=100000, description="At most this many calibration samples are used (int8-static)."
+    )
+    opset: int = Field(default=17, ge=17, le=23, description="ONNX opset of the exported graph.")
+
+
+class TritonTarget(WireModel):
+    """Serve one ONNX artifact from an NVIDIA Triton model repository."""
+
+    repository: str = Field(pattern=URI_PATTERN, max_length=2048, description="URI of the Triton model repository.")
+    model_name: str = Field(pattern=DNS_LABEL_PATTERN, description="Model name inside the repository.")
+    precision: Precision = Field(default=Precision.int8_static, description="Which ONNX variant to publish.")
+    server_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://.+",
+        description="Triton HTTP endpoint. When set, the new version is loaded and verified there.",
+    )
+
+
+class EdgeTarget(WireModel):
+    """A bundle for edge devices, built for one on-device runtime."""
+
+    # Mirrors Targets._unique_edge_names' runtime check; precision is always set by the CRD default.
+    model_config = WireModel.model_config | {
+        "json_schema_extra": _cel("self.runtime != 'tflite' || self.precision == 'fp32'", "tflite supports precision fp32 only")
+    }
+
+    # max_length repeats the pattern's limit so the API server can bound the cost of the uniqueness rule.
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Name of this target, unique within the resource.")
+    runtime: EdgeRuntime = Field(description="On-device runtime: ncnn (converted through pnnx) or tflite (LiteRT).")
+    precision: Literal["fp32", "fp16"] = Field(
+        default="fp32",
+        description="Weight storage precision. ncnn supports fp32 and fp16; tflite supports fp32.",
+    )
+    device_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels an EdgeDevice must carry to receive this bundle. Empty selects every device.",
+    )
+
+
+class Targets(WireModel):
+    """Where the compressed model goes."""
+
+    triton: TritonTarget | None = Field(default=None, description="Cloud serving through Triton.")
+    edge: list[EdgeTarget] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Edge bundles, one per runtime and device class.",
+        json_schema_extra=_cel("self.all(a, self.exists_one(b, b.name == a.name))", "edge target names must be unique"),
+    )
+
+    @model_validator(mode="after")
+    def _unique_edge_names(self) -> "Targets":
+        names = [t.name for t in self.edge]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"edge target names must be unique, repeated: {', '.join(dupes)}")
+        for t in self.edge:
+            if t.runtime == EdgeRuntime.tflite and t.precision != "fp32":
+                raise ValueError(f"edge target {t.name!r}: tflite supports precision fp32 only")
+        return self
+
+
+class LatencyBudget(WireModel):
+    """p95 latency limits per runtime, in milliseconds, for one batch of the benchmark batch size."""
+
+    onnxruntime: float | None = Field(default=None, gt=0, description="p95 limit for ONNX artifacts in onnxruntime.")
+    ncnn: float | None = Field(default=None, gt=0, description="p95 limit for ncnn artifacts.")
+    tflite: float | None = Field(default=None, gt=0, description="p95 limit for TFLite artifacts in the LiteRT interpreter.")
+    triton: float | None = Field(default=None, gt=0, description="p95 limit for requests served by Triton.")
+
+
+class SLO(WireModel):
+    """What a compressed artifact must meet before it ships."""
+
+    max_accuracy_drop_points: float = Field(
+        default=1.0, ge=0, le=100, description="Largest allowed accuracy loss versus the fp32 baseline, in percentage points."
+    )
+    latency_p95_ms: LatencyBudget = Field(default_factory=LatencyBudget, description="p95 latency limits per runtime.")
+    max_size_bytes: int | None = Field(default=None, ge=1, description="Largest allowed artifact size in bytes.")
+
+
+class Benchmark(WireModel):
+    """How latency is measured."""
+
+    threads: int = Field(default=1, ge=1, le=256, description="Intra-op threads given to each runtime.")
+    warmup_runs: int = Field(default=10, ge=0, le=10000, description="Untimed runs before measuring.")
+    runs: int = Field(default=100, ge=10, le=100000, description="Timed runs; p50 and p95 are taken over these.")
+
+
+class CompressedModelSpec(WireModel):
+    """Desired state: a trained model, the data to judge it by, the variants to build and where they go."""
+
+    # Mirrors _triton_precision_is_built. The CRD defaults triton.precision, so it is always set;
+    # ['int8-static'] is the default of compression.precisions.
+    model_config = WireModel.model_config | {
+        "json_schema_extra": _cel(
+            "!has(self.targets) || !has(self.targets.triton) || self.targets.triton.precision == 'fp32'"
+            " || self.targets.triton.precision in"
+            " (has(self.compression) && has(self.compression.precisions) ? self.compression.precisions : ['int8-static'])",
+            "targets.triton.precision must be fp32 or one of compression.precisions",
+        )
+    }
+
+    source: Source = Field(description="The trained model.")
+    dataset: Dataset = Field(description="Calibration and evaluation data.")
+    compression: Compression = Field(default_factory=Compression, description="Variants to produce.")
+    targets: Targets = Field(default_factory=Targets, description="Delivery targets.")
+    slo: SLO = Field(default_factory=SLO, description="Service-level objectives every shipped artifact must meet.")
+    benchmark: Benchmark = Field(default_factory=Benchmark, description="Latency measurement settings.")
+
+    @model_validator(mode="after")
+    def _triton_precision_is_built(self) -> "CompressedModelSpec":
+        triton = self.targets.triton
+        if triton and triton.precision != Precision.fp32 and triton.precision not in self.compression.precisions:
+            raise ValueError(
+                f"targets.triton.precision {triton.precision!r} must be one of compression.precisions "
+                f"{list(self.compression.precisions)} (or fp32)"
+            )
+        return self
+
+
+class Condition(WireModel):
+    """One aspect of the resource's state (Kubernetes API conventions)."""
+
+    type: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=316, description="Condition type, such as Ready or SLOMet.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field(pattern=REASON_PATTERN, max_length=1024, description="CamelCase word a program can match on.")
+    message: str = Field(default="", max_length=32768, description="Explanation for people.")
+    last_transition_time: str = Field(description="When status last changed, RFC 3339.")
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation this condition was computed from.")
+
+
+class Artifact(WireModel):
+    """A produced, stored artifact."""
+
+    name: str = Field(description="Artifact name, such as onnx-int8-static or ncnn-fp16.")
+    runtime: str = Field(description="Runtime that serves it.")
+    precision: str = Field(description="Numeric precision.")
+    uri: str = Field(description="Where it is stored.")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the artifact.")
+    size_bytes: int = Field(ge=0, description="Size in bytes.")
+
+
+class ArtifactEvaluation(WireModel):
+    """Accuracy and latency of one artifact."""
+
+    name: str = Field(description="Artifact name.")
+    accuracy: float = Field(description="Top-1 accuracy on the evaluation set, in percent.")
+    accuracy_drop_points: float = Field(description="Baseline accuracy minus this accuracy, in percentage points.")
+    latency_p50_ms: float = Field(description="Median latency in milliseconds.")
+    latency_p95_ms: float = Field(description="95th percentile latency in milliseconds.")
+
+
+class Evaluation(WireModel):
+    """Baseline versus compressed figures."""
+
+    baseline_accuracy: float = Field(description="Top-1 accuracy of the fp32 ONNX baseline, in percent.")
+    artifacts: list[ArtifactEvaluation] = Field(default_factory=list, description="Figures per artifact.")
+    int8_accuracy_drop_points: float | None = Field(default=None, description="Accuracy drop of the int8 artifact, for the printer column.")
+    int8_size_bytes: int | None = Field(default=None, description="Size of the int8 artifact, for the printer column.")
+
+
+class CompressedModelStatus(WireModel):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="The generation the status was computed from.")
+    conditions: list[Condition] = Field(default_factory=list, description="Current conditions, one per type.")
+    artifacts: list[Artifact] = Field(default_factory=list, description="Artifacts of the observed generation.")
+    evaluation: Evaluation | None = Field(default=None, description="Accuracy and latency figures.")
+
+
+class ObjectMeta(WireModel):
+    """The part of Kubernetes object metadata that manifests set."""
+
+    model_config = WireModel.model_config | {"extra": "allow"}
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, description="Resource name.")
+    namespace: str | None = Field(default=None, description="Namespace.")
+    generation: int | None = Field(default=None, description="Spec generation, set by the API server.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
+
+
+class CompressedModel(WireModel):
+    """A trained model to compress, validate and deliver to Triton and edge fleets."""
+
+    api_version: Literal["modelfleet.io/v1alpha1"] = Field(alias="apiVersion", description="API version.")
+    kind: Literal["CompressedModel"] = Field(description="Kind.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: CompressedModelSpec = Field(description="Desired state.")
+    status: CompressedModelStatus | None = Field(default=None, description="Observed state.")

@@ -1,0 +1,94 @@
+"""ONNX graph optimization and the quantized / half-precision variants."""
+
+from pathlib import Path
+
+import numpy as np
+
+from modelfleet.api.compressedmodel import CalibrationMethod, Compression, Precision
+from modelfleet.errors import UnsupportedModel
+
+
+def optimize(src: Path, out: Path) -> None:
+    """Simplify the graph (constant folding, fusions) with onnxslim; the result stays fp32."""
+    import onnx
+    import onnxslim
+
+    model = onnxslim.slim(onnx.load(str(src)))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+
+
+def make_variant(precision: Precision, fp32: Path, out: Path, compression: Compression,
+                 calibration: np.ndarray, input_name: str, workdir: Path) -> None:
+    """Write the ONNX variant for one precision from the optimized fp32 model."""
+    if precision == Precision.fp16:
+        _to_fp16(fp32, out)
+    elif precision == Precision.int8_dynamic:
+        _int8_dynamic(_prepared(fp32, workdir), out, compression.per_channel)
+    elif precision == Precision.int8_static:
+        _int8_static(_prepared(fp32, workdir), out, compression, calibration, input_name)
+    else:
+        raise ValueError(f"no ONNX variant for {precision}")
+
+
+def _to_fp16(src: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # keep_io_types: callers keep feeding and reading float32.
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(out))
+
+
+def _prepared(src: Path, workdir: Path) -> Path:
+    """onnxruntime's quantization pre-processing (shape inference, fusions), once per run."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = workdir / f"{src.stem}.quant-pre.onnx"
+    if not prepared.exists():
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+    return prepared
+
+
+def _int8_dynamic(src: Path, out: Path, per_channel: bool) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Dynamic quantization of convolutions is many times slower on CPU than fp32, so only
+    # MatMul/Gemm weights are quantized.
+    ops = {n.op_type for n in onnx.load(str(src)).graph.node}
+    if not ops & {"MatMul", "Gemm"}:
+        raise UnsupportedModel("int8-dynamic quantizes MatMul/Gemm only and the model has none", reason="NothingToQuantize")
+    quantize_dynamic(str(src), str(out), op_types_to_quantize=["MatMul", "Gemm"],
+                     per_channel=per_channel, weight_type=QuantType.QInt8)
+
+
+_CALIBRATION = {
+    CalibrationMethod.minmax: "MinMax",
+    CalibrationMethod.entropy: "Entropy",
+    CalibrationMethod.percentile: "Percentile",
+}
+
+
+def _int8_static(src: Path, out: Path, compression: Compression, calibration: np.ndarray, input_name: str) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod as OrtMethod
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    samples = calibration[: compression.calibration_samples]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(np.array_split(samples, max(1, len(samples) // 32)))
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: batch}
+
+    quantize_static(
+        str(src), str(out), Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=compression.per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=getattr(OrtMethod, _CALIBRATION[CalibrationMethod(compression.calibration_method)]),
+        extra_options={"CalibTensorRangeSymmetric": False},
+    )

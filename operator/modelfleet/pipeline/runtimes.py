@@ -1,0 +1,76 @@
+"""Runners: one artifact loaded in the runtime that will serve it, mapping a batch to outputs."""
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Runner(Protocol):
+    batch_size: int  # the largest batch one call accepts
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxRuntimeRunner:
+    batch_size = 64
+
+    def __init__(self, model: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: batch})[0]
+
+
+class NcnnRunner:
+    """ncnn takes one sample (c, h, w) per extractor; pnnx names the blobs in0/out0."""
+
+    batch_size = 1
+
+    def __init__(self, param: Path, weights: Path, threads: int, fp16: bool):
+        import ncnn
+
+        self._ncnn = ncnn
+        net = ncnn.Net()
+        net.opt.num_threads = threads
+        # fp32 artifacts must run in fp32: ncnn otherwise computes in fp16/bf16 where it can.
+        for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic"):
+            setattr(net.opt, flag, fp16)
+        net.opt.use_bf16_storage = False
+        if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
+            raise RuntimeError(f"ncnn could not load {param.name}/{weights.name}")
+        self._net = net
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for sample in batch:
+            extractor = self._net.create_extractor()
+            extractor.input("in0", self._ncnn.Mat(np.ascontiguousarray(sample)).clone())
+            status, out = extractor.extract("out0")
+            if status != 0:
+                raise RuntimeError(f"ncnn extract failed with status {status}")
+            outputs.append(np.array(out).reshape(-1))
+        return np.stack(outputs)
+
+
+class TfliteRunner:
+    def __init__(self, model: Path, threads: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self.batch_size = int(self._interpreter.get_input_details()[0]["shape"][0])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self._interpreter.set_tensor(self._input, batch)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()

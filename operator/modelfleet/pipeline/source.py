@@ -1,0 +1,142 @@
+"""Loading the source model, checking it against the declared inputs, exporting it to ONNX."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfleet.api.compressedmodel import Source, SourceFormat, TensorSpec
+from modelfleet.errors import ChecksumMismatch, SourceError, UnsupportedModel, first_line
+from modelfleet.pipeline.logs import redirect_fds, tail
+from modelfleet.store import sha256_file
+
+OUTPUT_NAME = "output"
+
+
+@dataclass
+class LoadedSource:
+    format: SourceFormat
+    path: Path
+    sha256: str
+    module: Any = None  # a torch module for torch sources, None for ONNX
+
+
+def verify_checksum(source: Source, path: Path) -> str:
+    digest = sha256_file(path)
+    if source.sha256 and digest != source.sha256:
+        raise ChecksumMismatch(f"{source.uri}: sha256 is {digest}, the spec expects {source.sha256}")
+    return digest
+
+
+def load(source: Source, path: Path) -> LoadedSource:
+    """Verify and open the source; a file that is not a model of the declared format is refused."""
+    digest = verify_checksum(source, path)
+    if source.format == SourceFormat.onnx:
+        _check_onnx(source, path)
+        return LoadedSource(SourceFormat.onnx, path, digest)
+    import torch
+
+    try:
+        if source.format == SourceFormat.torchscript:
+            module = torch.jit.load(str(path), map_location="cpu")
+        else:
+            module = torch.export.load(str(path))
+    except Exception as e:
+        raise SourceError(f"{source.uri}: not a {source.format} model: {first_line(e)}") from e
+    loaded = LoadedSource(SourceFormat(source.format), path, digest, module)
+    _check_torch_inputs(source, loaded)
+    return loaded
+
+
+def sample_input(spec: TensorSpec, batch: int = 1) -> np.ndarray:
+    shape = [batch if spec.shape[0] == -1 else spec.shape[0], *spec.shape[1:]]
+    return np.zeros(shape, dtype=spec.dtype)
+
+
+def callable_module(loaded: LoadedSource):
+    """A torch callable for the source: the ScriptModule, or the ExportedProgram's module."""
+    return loaded.module.module() if loaded.format == SourceFormat.exported_program else loaded.module
+
+
+def _check_torch_inputs(source: Source, loaded: LoadedSource) -> None:
+    import torch
+
+    args = tuple(torch.from_numpy(sample_input(spec)) for spec in source.inputs)
+    try:
+        with torch.no_grad():
+            callable_module(loaded)(*args)
+    except Exception as e:
+        shapes = ", ".join(f"{s.name}{s.shape}:{s.dtype}" for s in source.inputs)
+        raise SourceError(
+            f"{source.uri}: the model does not accept the declared inputs ({shapes}): {first_line(e)}",
+            reason="InputMismatch",
+        ) from e
+
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8"}
+
+
+def _check_onnx(source: Source, path: Path) -> None:
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise SourceError(f"{source.uri}: not a valid ONNX model: {first_line(e)}") from e
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(graph_inputs) != len(source.inputs):
+        raise SourceError(
+            f"{source.uri}: the model has {len(graph_inputs)} inputs, the spec declares {len(source.inputs)}",
+            reason="InputMismatch",
+        )
+    for declared, actual in zip(source.inputs, graph_inputs):
+        tensor = actual.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        dtype = _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type))
+        problems = []
+        if actual.name != declared.name:
+            problems.append(f"name {actual.name!r} != {declared.name!r}")
+        if len(dims) != len(declared.shape) or any(a != -1 and a != d for a, d in zip(dims, declared.shape) if d != -1):
+            problems.append(f"shape {dims} != {declared.shape}")
+        if dtype != declared.dtype:
+            problems.append(f"dtype {dtype} != {declared.dtype}")
+        if problems:
+            raise SourceError(f"{source.uri}: input does not match the spec: {'; '.join(problems)}", reason="InputMismatch")
+
+
+def export_onnx(source: Source, loaded: LoadedSource, out: Path, opset: int, log: Path) -> None:
+    """Write the fp32 ONNX model: torch sources are exported with a dynamic batch, ONNX copied."""
+    if loaded.format == SourceFormat.onnx:
+        out.write_bytes(loaded.path.read_bytes())
+        return
+    import torch
+
+    args = tuple(torch.from_numpy(sample_input(s, batch=2)) for s in source.inputs)
+    try:
+        with redirect_fds(log):
+            _torch_export(source, loaded, args, out, opset)
+    except Exception as e:
+        raise UnsupportedModel(f"export to ONNX failed: {first_line(e)}; log: {tail(log)}", reason="ExportFailed") from e
+
+
+def _torch_export(source: Source, loaded: LoadedSource, args: tuple, out: Path, opset: int) -> None:
+    import torch
+
+    names = [s.name for s in source.inputs]
+    if loaded.format == SourceFormat.torchscript:
+        # The TorchScript exporter is the one that accepts ScriptModules.
+        dynamic = any(s.shape[0] == -1 for s in source.inputs)
+        axes = {n: {0: "batch"} for n in [*names, OUTPUT_NAME]} if dynamic else None
+        torch.onnx.export(
+            loaded.module, args, str(out), input_names=names, output_names=[OUTPUT_NAME],
+            dynamic_axes=axes, opset_version=opset, dynamo=False,
+        )
+    else:
+        torch.onnx.export(
+            loaded.module, args, str(out), input_names=names, output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamo=True, verbose=False,
+        )
+

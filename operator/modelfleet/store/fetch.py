@@ -1,0 +1,67 @@
+"""Fetching inputs (models, datasets) by URI into local files."""
+
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from modelfleet.errors import PermanentError, RetryableError, SourceError
+
+_HTTP_TIMEOUT_S = 60
+
+
+def resolve_local(uri: str, base_dir: Path | None = None) -> Path | None:
+    """The local path a `file://` or `pvc://` URI names, or None for remote schemes."""
+    if uri.startswith("file://"):
+        path = Path(uri.removeprefix("file://"))
+        return path if path.is_absolute() else (base_dir or Path.cwd()) / path
+    if uri.startswith("pvc://"):
+        claim_and_path = uri.removeprefix("pvc://")
+        if "/" not in claim_and_path:
+            raise PermanentError(f"{uri}: expected pvc://<claim>/<path>")
+        return Path(os.environ.get("MODELFLEET_PVC_ROOT", "/mnt/pvc")) / claim_and_path
+    return None
+
+
+def fetch(uri: str, workdir: Path, base_dir: Path | None = None) -> Path:
+    """Make the object at `uri` available as a local file and return its path.
+
+    Local URIs are read in place; https downloads land in `workdir`, written then renamed.
+    """
+    local = resolve_local(uri, base_dir)
+    if local is not None:
+        if not local.is_file():
+            raise SourceError(f"{uri}: no such file ({local})", reason="SourceNotFound")
+        if not os.access(local, os.R_OK):
+            raise SourceError(f"{uri}: file is not readable ({local})", reason="SourceNotFound")
+        return local
+    if uri.startswith("https://"):
+        return _download(uri, workdir)
+    if uri.startswith("s3://"):
+        raise PermanentError(f"{uri}: s3:// sources are not supported by this store yet", reason="UnsupportedURI")
+    raise PermanentError(f"{uri}: unsupported URI scheme (use file://, pvc:// or https://)", reason="UnsupportedURI")
+
+
+def _download(uri: str, workdir: Path) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    name = Path(uri.split("?", 1)[0]).name or "download"
+    target = workdir / name
+    fd, tmp = tempfile.mkstemp(dir=workdir, prefix=f".{name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S) as response:
+            shutil.copyfileobj(response, out)
+        os.replace(tmp, target)
+    except urllib.error.HTTPError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.code >= 500 or e.code == 429:
+            raise RetryableError(f"{uri}: server answered HTTP {e.code}") from e
+        raise SourceError(f"{uri}: server answered HTTP {e.code} {e.reason}", reason="SourceNotFound") from e
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RetryableError(f"{uri}: could not download: {getattr(e, 'reason', e)}") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
