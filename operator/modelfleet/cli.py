@@ -2,12 +2,15 @@
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from modelfleet.errors import ModelfleetError, SLONotMet
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch warns about its own deprecations (jit.load, trace) on every run; nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     parser = _parser()
     args = parser.parse_args(argv)
     try:

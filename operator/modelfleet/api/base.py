@@ -12,6 +12,7 @@ class WireModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=True,
+        validate_default=True,  # defaults become enum values too, like parsed input
     )
 
     def to_wire(self) -> dict:

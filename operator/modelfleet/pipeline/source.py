@@ -69,9 +69,15 @@ def _check_torch_inputs(source: Source, loaded: LoadedSource) -> None:
     except Exception as e:
         shapes = ", ".join(f"{s.name}{s.shape}:{s.dtype}" for s in source.inputs)
         raise SourceError(
-            f"{source.uri}: the model does not accept the declared inputs ({shapes}): {first_line(e)}",
+            f"{source.uri}: the model does not accept the declared inputs ({shapes}): {_torch_error(e)}",
             reason="InputMismatch",
         ) from e
+
+
+def _torch_error(e: BaseException) -> str:
+    """TorchScript wraps the real error after a traceback; its last `...Error:` line says what failed."""
+    lines = [line.strip() for line in str(e).splitlines() if "Error:" in line]
+    return lines[-1][:500] if lines else first_line(e)
 
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8"}
