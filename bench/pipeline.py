@@ -92,13 +92,14 @@ def _runner(out: Path, artifact: ArtifactResult, threads: int):
 def benchmark(name: str, workdir: Path, progress: Progress) -> dict:
     data = workdir / name
     case = prepare_digits(data) if name == "digits" else prepare_mobilenet(data)
+    output = workdir / f"{name}-out"
     started = time.monotonic()
-    result: ResultManifest = compress(resource(name, case), workdir / f"{name}-out", data, progress)
+    result: ResultManifest = compress(resource(name, case), output, data, progress)
     wall = time.monotonic() - started
     sample = np.load(data / "evaluation.npz")["inputs"][0]
     settings = measure.BenchmarkSettings(2, case["warmupRuns"], case["runs"])
     progress.step("bench", f"{name}: latency at 2 threads")
-    two_threads = {a.name: measure.latency(_runner(workdir / f"{name}-out", a, 2), sample, settings).p50_ms
+    two_threads = {a.name: measure.latency(_runner(output, a, 2), sample, settings).p50_ms
                    for a in result.artifacts}
     base = next(a for a in result.artifacts if a.name == BASELINE)
     rows = [{
@@ -112,16 +113,16 @@ def benchmark(name: str, workdir: Path, progress: Progress) -> dict:
             "artifacts": rows, "failures": [f.model_dump(by_alias=True, exclude_none=True) for f in result.failures]}
 
 
-COLUMNS = [("artifact", "{}"), ("runtime", "{}"), ("precision", "{}"), ("sizeBytes", "{:,}"), ("sizeRatio", "{:.3f}"),
-           ("p50Ms", "{:.3f}"), ("p95Ms", "{:.3f}"), ("speedup", "{:.2f}x"), ("p50Ms2T", "{:.3f}"),
-           ("speedup2T", "{:.2f}x"), ("accuracy", "{:.2f}%"), ("dropPoints", "{:+.2f}")]
-HEADERS = ["ARTIFACT", "RUNTIME", "PRECISION", "SIZE B", "/FP32", "P50 MS", "P95 MS", "SPEEDUP",
-           "P50 MS 2T", "SPEEDUP 2T", "ACCURACY", "DROP"]
+COLUMNS = [("ARTIFACT", "artifact", "{}"), ("RUNTIME", "runtime", "{}"), ("PRECISION", "precision", "{}"),
+           ("SIZE B", "sizeBytes", "{:,}"), ("/FP32", "sizeRatio", "{:.3f}"), ("P50 MS", "p50Ms", "{:.3f}"),
+           ("P95 MS", "p95Ms", "{:.3f}"), ("SPEEDUP", "speedup", "{:.2f}x"), ("P50 MS 2T", "p50Ms2T", "{:.3f}"),
+           ("SPEEDUP 2T", "speedup2T", "{:.2f}x"), ("ACCURACY", "accuracy", "{:.2f}%"), ("DROP", "dropPoints", "{:+.2f}")]
 
 
 def print_table(name: str, figures: dict) -> None:
-    cells = [HEADERS] + [[fmt.format(row[key]) for key, fmt in COLUMNS] for row in figures["artifacts"]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(HEADERS))]
+    cells = [[header for header, _, _ in COLUMNS]]
+    cells += [[fmt.format(row[key]) for _, key, fmt in COLUMNS] for row in figures["artifacts"]]
+    widths = [max(len(cell) for cell in column) for column in zip(*cells)]
     print(f"\n== {name}: compress() wall {figures['compressWallSeconds']:.1f} s, {figures['evaluatedSamples']} "
           f"evaluation samples, {figures['runs']} timed runs; speed-up = onnx-fp32 p50 / artifact p50")
     for row in cells:
@@ -131,11 +132,8 @@ def print_table(name: str, figures: dict) -> None:
 
 
 def check_targets(figures: dict) -> list[dict]:
-    def artifact(model: str, name: str) -> dict | None:
-        return next((r for r in figures[model]["artifacts"] if r["artifact"] == name), None)
-
     def check(model: str, name: str, what: str, key: str, fmt: str, ok) -> dict:
-        row = artifact(model, name)
+        row = next((r for r in figures[model]["artifacts"] if r["artifact"] == name), None)
         measured = fmt.format(row[key]) if row else "not built"
         return {"target": f"{model} {name}: {what}", "measured": measured, "passed": bool(row and ok(row[key]))}
 

@@ -200,6 +200,7 @@ def test_cel_rules_mirror_the_model_validators(schema):
         ".spec.source.inputs[]": ["batch dimension must be -1 (dynamic) or positive, other dimensions positive"],
         ".spec.targets.edge": ["edge target names must be unique"],
         ".spec.targets.edge[]": ["tflite supports precision fp32 only"],
+        ".spec.targets.triton": ["tensorrt needs instanceGroup.kind GPU"],
     }
 
 

@@ -1,6 +1,7 @@
 """The `modelfleet` command line."""
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,9 +18,20 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ModelfleetError as e:
         print(f"error: {e} [{e.reason}]", file=sys.stderr)
+        _termination_message(f"{e.reason}: {e}")
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _termination_message(text: str) -> None:
+    """In a pod, leave the error where Kubernetes puts it into the container status (the operator reads it)."""
+    path = os.environ.get("MODELFLEET_TERMINATION_MESSAGE_PATH")
+    if path:
+        try:
+            Path(path).write_text(text[:4000])  # the kubelet keeps at most 4096 bytes
+        except OSError:
+            pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     _pipeline_arguments(compress)
     compress.set_defaults(handler=_worker_compress)
 
+    publish = commands.add_parser("publish", help="deliver built artifacts")
+    publish_commands = publish.add_subparsers(required=True, metavar="TARGET")
+    triton = publish_commands.add_parser(
+        "triton", help="write the spec's Triton target into its model repository; load and verify it when a server is given")
+    triton.add_argument("-f", "--filename", type=Path, required=True, help="CompressedModel manifest (YAML)")
+    triton.add_argument("-r", "--result", type=_directory, required=True,
+                        help="directory holding result.json and the artifacts (a path, file:// or pvc:// URI)")
+    triton.add_argument("--repository", help="override spec.targets.triton.repository")
+    triton.add_argument("--server-url", help="override spec.targets.triton.serverUrl (Triton's HTTP endpoint)")
+    triton.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    triton.set_defaults(handler=_publish_triton)
+
     validate = commands.add_parser("validate", help="check a CompressedModel manifest without running anything")
     validate.add_argument("-f", "--filename", type=Path, required=True)
     validate.set_defaults(handler=_validate)
@@ -43,29 +67,85 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", type=Path, required=True, help="CompressedModel manifest (YAML)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="directory for artifacts and result.json")
+    parser.add_argument("-f", "--filename", type=Path, required=True,
+                        help="CompressedModel manifest (YAML), or env:NAME to read it from an environment variable")
+    parser.add_argument("-o", "--output", type=_directory, required=True,
+                        help="directory for artifacts and result.json (a path, file:// or pvc:// URI)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
+def _directory(value: str) -> Path:
+    from modelfleet.store import resolve_local
+
+    if "://" not in value:
+        return Path(value)
+    local = resolve_local(value)
+    if local is None:
+        raise argparse.ArgumentTypeError(f"{value}: use a path, file:// or pvc://")
+    return local
+
+
 def _compress(args):
-    from modelfleet.manifest import load_manifest
+    from modelfleet.manifest import load_manifest, manifest_dir
     from modelfleet.pipeline.run import compress
     from modelfleet.progress import Progress
 
     model = load_manifest(args.filename)
-    base_dir = args.filename.resolve().parent
-    return compress(model, args.output.resolve(), base_dir, Progress(enabled=not args.quiet))
+    return model, compress(model, args.output.resolve(), manifest_dir(args.filename), Progress(enabled=not args.quiet))
 
 
 def _run(args) -> int:
     from modelfleet.report import result_table
 
-    result = _compress(args)
+    model, result = _compress(args)
     print(result_table(result))
     if not result.verdict.passed:
         raise SLONotMet("; ".join(v.message for v in result.verdict.violations))
+    if model.spec.targets.triton:
+        _publish(model, args.filename, args.output.resolve(), model.spec.targets.triton, not args.quiet, result)
     return 0
+
+
+def _publish_triton(args) -> int:
+    from modelfleet.api.result import ResultManifest
+    from modelfleet.errors import InvalidManifest
+    from modelfleet.manifest import load_manifest
+    from modelfleet.pipeline.run import RESULT_FILE
+
+    model = load_manifest(args.filename)
+    target = model.spec.targets.triton
+    if target is None:
+        raise InvalidManifest(f"{args.filename}: spec.targets.triton is not set")
+    overrides = {k: v for k, v in (("repository", args.repository), ("serverUrl", args.server_url)) if v}
+    target = type(target).model_validate(target.model_dump(by_alias=True) | overrides)
+    result_dir = args.result.resolve()
+    if not (result_dir / RESULT_FILE).is_file():
+        raise InvalidManifest(f"{result_dir / RESULT_FILE}: no result manifest (run `modelfleet run` first)")
+    result = ResultManifest.model_validate_json((result_dir / RESULT_FILE).read_text())
+    if not result.verdict.passed:
+        raise SLONotMet(f"{result_dir / RESULT_FILE}: the artifacts missed their SLOs; not publishing")
+    _publish(model, args.filename, result_dir, target, not args.quiet, result)
+    return 0
+
+
+def _publish(model, manifest: Path, result_dir: Path, target, verbose: bool, result=None) -> None:
+    """Publish, write the outcome beside result.json, print it; a rolled-back version is an error."""
+    from modelfleet.api.result import ResultManifest
+    from modelfleet.errors import PublishFailed
+    from modelfleet.manifest import manifest_dir
+    from modelfleet.pipeline.run import RESULT_FILE
+    from modelfleet.progress import Progress
+    from modelfleet.publish.triton import PUBLICATION_FILE, publish
+    from modelfleet.store import atomic_write_text
+
+    result = result or ResultManifest.model_validate_json((result_dir / RESULT_FILE).read_text())
+    owner = f"{model.metadata.namespace or 'default'}/{model.metadata.name}"
+    outcome = publish(result, result_dir, target, owner, manifest_dir(manifest), Progress(enabled=verbose),
+                      latency_slo_ms=model.spec.slo.latency_p95_ms.triton)
+    atomic_write_text(result_dir / PUBLICATION_FILE, outcome.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+    print(f"triton: {target.model_name} version {outcome.version} {outcome.state.lower()}: {outcome.message}")
+    if outcome.state == "Failed":
+        raise PublishFailed(outcome.message, reason=outcome.reason)
 
 
 def _worker_compress(args) -> int:

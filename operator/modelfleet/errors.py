@@ -60,6 +60,27 @@ class SLONotMet(PermanentError):
     reason = "SLONotMet"
 
 
+class RepositoryError(PermanentError):
+    """The Triton model repository cannot be written (or read)."""
+
+    exit_code = 20
+    reason = "RepositoryNotWritable"
+
+
+class PublishConflict(PermanentError):
+    """The model name is taken by a model modelfleet did not publish, or by another resource."""
+
+    exit_code = 21
+    reason = "ModelNameConflict"
+
+
+class PublishFailed(PermanentError):
+    """The new version did not load, verify or meet its SLO; the previous one stays served."""
+
+    exit_code = 22
+    reason = "PublishFailed"
+
+
 class RetryableError(ModelfleetError):
     """A passing fault (network, store unavailable): the same run may succeed later."""
 

@@ -147,10 +147,53 @@ class Compression(WireModel):
     opset: int = Field(default=17, ge=17, le=23, description="ONNX opset of the exported graph.")
 
 
+class InstanceKind(str, Enum):
+    cpu = "CPU"
+    gpu = "GPU"
+
+
+class InstanceGroup(WireModel):
+    """Where Triton runs model instances, and how many."""
+
+    kind: InstanceKind = Field(default=InstanceKind.cpu, description="CPU or GPU instances (KIND_CPU / KIND_GPU).")
+    count: int = Field(default=1, ge=1, le=64, description="Instances per device.")
+
+
+class DynamicBatching(WireModel):
+    """Triton's server-side batching of concurrent requests (needs a dynamic batch dimension)."""
+
+    enabled: bool = Field(default=True, description="Let Triton combine concurrent requests into batches.")
+    max_queue_delay_microseconds: int = Field(
+        default=100, ge=0, le=10_000_000, description="How long a request may wait for others to form a batch."
+    )
+
+
+class TritonVerification(WireModel):
+    """What is checked after Triton has loaded a new version."""
+
+    smoke_tolerance: float = Field(
+        default=1e-3, gt=0, description="Largest allowed absolute difference between Triton's outputs and the artifact's own."
+    )
+    latency_requests: int = Field(default=100, ge=10, le=100_000, description="Requests timed for the serving p50/p95.")
+    timeout_seconds: int = Field(default=120, ge=1, le=3600, description="How long to wait for the version to become ready.")
+
+
 class TritonTarget(WireModel):
     """Serve one ONNX artifact from an NVIDIA Triton model repository."""
 
-    repository: str = Field(pattern=URI_PATTERN, max_length=2048, description="URI of the Triton model repository.")
+    # Mirrors _tensorrt_needs_gpu.
+    model_config = WireModel.model_config | {
+        "json_schema_extra": _cel(
+            "!has(self.tensorrt) || !self.tensorrt || (has(self.instanceGroup) && self.instanceGroup.kind == 'GPU')",
+            "tensorrt needs instanceGroup.kind GPU",
+        )
+    }
+
+    repository: str = Field(
+        pattern=r"^(file|s3|pvc)://.+", max_length=2048,
+        description="Triton model repository: file://<path>, pvc://<claim>/<path> or s3://<bucket>/<prefix> "
+                    "(endpoint and credentials from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).",
+    )
     model_name: str = Field(pattern=DNS_LABEL_PATTERN, description="Model name inside the repository.")
     precision: Precision = Field(default=Precision.int8_static, description="Which ONNX variant to publish.")
     server_url: str | None = Field(
@@ -158,6 +201,27 @@ class TritonTarget(WireModel):
         pattern=r"^https?://.+",
         description="Triton HTTP endpoint. When set, the new version is loaded and verified there.",
     )
+    model_control: Literal["explicit", "poll"] = Field(
+        default="explicit",
+        description="The server's --model-control-mode: explicit (modelfleet loads the model) or poll (wait for Triton to find it).",
+    )
+    max_batch_size: int = Field(
+        default=8, ge=1, le=4096, description="max_batch_size when the model has a dynamic batch dimension."
+    )
+    dynamic_batching: DynamicBatching = Field(default_factory=DynamicBatching, description="Server-side batching.")
+    instance_group: InstanceGroup = Field(default_factory=InstanceGroup, description="Model instances.")
+    tensorrt: bool = Field(default=False, description="Use the TensorRT execution accelerator (GPU instances only).")
+    warmup: bool = Field(default=True, description="Have Triton run a zero-filled warm-up request before it reports ready.")
+    keep_versions: int = Field(
+        default=2, ge=1, le=16, description="Versions kept served and on disk (version_policy latest); 2 makes a rollback one step."
+    )
+    verification: TritonVerification = Field(default_factory=TritonVerification, description="Checks after loading.")
+
+    @model_validator(mode="after")
+    def _tensorrt_needs_gpu(self) -> "TritonTarget":
+        if self.tensorrt and self.instance_group.kind != InstanceKind.gpu:
+            raise ValueError("tensorrt needs instanceGroup.kind GPU")
+        return self
 
 
 class EdgeTarget(WireModel):
@@ -231,6 +295,35 @@ class Benchmark(WireModel):
     runs: int = Field(default=100, ge=10, le=100000, description="Timed runs; p50 and p95 are taken over these.")
 
 
+class ResourceList(WireModel):
+    """CPU and memory quantities, as Kubernetes writes them (500m, 2, 1Gi)."""
+
+    cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU, such as 500m or 2.")
+    memory: str | None = Field(
+        default=None, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|e[0-9]+)?$", description="Memory, such as 2Gi."
+    )
+
+
+class WorkerResources(WireModel):
+    """Requests and limits of the worker container."""
+
+    requests: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="1", memory="2Gi"), description="Guaranteed resources."
+    )
+    limits: ResourceList = Field(default_factory=lambda: ResourceList(memory="8Gi"), description="Upper bounds.")
+
+
+class Worker(WireModel):
+    """How the worker Jobs run."""
+
+    resources: WorkerResources = Field(default_factory=WorkerResources, description="Container resources.")
+    backoff_limit: int = Field(default=2, ge=0, le=20, description="Retries after retryable failures (exit codes 128+).")
+    active_deadline_seconds: int = Field(default=3600, ge=60, le=86400, description="Wall-time limit of one Job.")
+    ttl_seconds_after_finished: int = Field(
+        default=86400, ge=0, description="How long finished Jobs stay for inspection before Kubernetes deletes them."
+    )
+
+
 class CompressedModelSpec(WireModel):
     """Desired state: a trained model, the data to judge it by, the variants to build and where they go."""
 
@@ -251,6 +344,10 @@ class CompressedModelSpec(WireModel):
     targets: Targets = Field(default_factory=Targets, description="Delivery targets.")
     slo: SLO = Field(default_factory=SLO, description="Service-level objectives every shipped artifact must meet.")
     benchmark: Benchmark = Field(default_factory=Benchmark, description="Latency measurement settings.")
+    worker: Worker = Field(default_factory=Worker, description="How the worker Jobs run.")
+    artifact_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain", description="What happens to stored artifacts when the resource is deleted."
+    )
 
     @model_validator(mode="after")
     def _triton_precision_is_built(self) -> "CompressedModelSpec":

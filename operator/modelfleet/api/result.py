@@ -24,6 +24,21 @@ class AgreementResult(WireModel):
     max_abs_diff: float = Field(description="Largest absolute difference of any output value.")
 
 
+class TensorSignature(WireModel):
+    """One input or output tensor of an ONNX artifact, as its graph declares it."""
+
+    name: str = Field(description="Tensor name.")
+    dtype: str = Field(description="numpy element type, such as float32.")
+    shape: list[int] = Field(description="Dimensions; -1 marks a dynamic one (the batch).")
+
+
+class ModelSignature(WireModel):
+    """The interface of an ONNX artifact, read from its graph."""
+
+    inputs: list[TensorSignature] = Field(description="Graph inputs, in order.")
+    outputs: list[TensorSignature] = Field(description="Graph outputs, in order.")
+
+
 class ArtifactResult(WireModel):
     """One produced artifact with everything measured about it."""
 
@@ -41,6 +56,12 @@ class ArtifactResult(WireModel):
     accuracy_drop_points: float = Field(description="Baseline accuracy minus this accuracy, in percentage points.")
     agreement: AgreementResult = Field(description="Agreement with the fp32 reference.")
     latency: LatencyResult = Field(description="Measured latency.")
+    signature: ModelSignature | None = Field(default=None, description="Inputs and outputs, for ONNX artifacts.")
+    smoke: str | None = Field(
+        default=None,
+        description="npz file (relative to the result directory) with reference inputs and this artifact's own "
+                    "outputs for them, used to verify a deployment; ONNX artifacts only.",
+    )
 
 
 class BaselineResult(WireModel):

@@ -90,5 +90,48 @@ def _int8_static(src: Path, out: Path, compression: Compression, calibration: np
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=getattr(OrtMethod, _CALIBRATION[CalibrationMethod(compression.calibration_method)]),
-        extra_options={"CalibTensorRangeSymmetric": False},
+        # Biases stay fp32 (int32 biases plus their scale tensors cost more bytes than they save
+        # and change no kernel on CPU); activation ranges stay asymmetric for uint8.
+        extra_options={"CalibTensorRangeSymmetric": False, "QuantizeBias": False},
     )
+    _compact(out)
+
+
+def _compact(path: Path) -> None:
+    """Rename internal tensors and nodes to short ids; drop value_info, doc strings and unused opset imports.
+
+    The quantizer derives names such as `/features/features.3/conv/Conv_output_0_QuantizeLinear_Output`
+    for every tensor, scale and zero point; on a small model those strings are a tenth of the file.
+    Graph inputs and outputs keep their names: they are the model's interface.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for node in graph.node for attr in node.attribute):
+        return  # subgraphs (If, Loop) refer to outer tensors by name: leave such models as they are
+    interface = {v.name for v in graph.input} | {v.name for v in graph.output}
+    renamed: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in interface:
+            return name
+        return renamed.setdefault(name, f"t{len(renamed)}")
+
+    for initializer in graph.initializer:
+        initializer.name = short(initializer.name)
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index}"
+        node.doc_string = ""
+        node.input[:] = [short(name) for name in node.input]
+        node.output[:] = [short(name) for name in node.output]
+    del graph.value_info[:]
+    used = {node.domain for node in graph.node} | {""}
+    kept = [opset for opset in model.opset_import if opset.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    graph.doc_string = ""
+    model.doc_string = ""
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

@@ -17,6 +17,7 @@ from modelfleet.api.result import ArtifactResult, BaselineResult, ResultManifest
 from modelfleet.errors import InvalidManifest, ModelfleetError, first_line
 from modelfleet.gate import evaluate_slo
 from modelfleet.pipeline import convert, dataset, measure, quantize, source
+from modelfleet.pipeline.signature import SMOKE_FILE, onnx_signature, write_smoke
 from modelfleet.pipeline.runtimes import NcnnRunner, OnnxRuntimeRunner, Runner, TfliteRunner
 from modelfleet.progress import Progress
 from modelfleet.store import atomic_write_text, fetch, sha256_file
@@ -88,7 +89,7 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
         for target in spec.targets.edge:
             progress.step("convert", f"{target.runtime} {target.precision} for edge target {target.name}")
             outcome.attempt(f"{target.runtime}/{target.name}", "convert",
-                            lambda t=target: _build_edge(t, loaded, fp32_onnx, input_spec, staging))
+                            lambda t=target: _build_edge(t, loaded, fp32_onnx, input_spec, staging, progress))
 
         settings = measure.BenchmarkSettings(spec.benchmark.threads, spec.benchmark.warmup_runs, spec.benchmark.runs)
         baseline_result, reference = _measure_baseline(baseline, evaluation, settings, spec.dataset.evaluation.uri,
@@ -152,7 +153,7 @@ def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, inp
                  lambda threads: OnnxRuntimeRunner(model, threads))
 
 
-def _build_edge(target: EdgeTarget, loaded, fp32: Path, input_spec, staging: Path) -> Built:
+def _build_edge(target: EdgeTarget, loaded, fp32: Path, input_spec, staging: Path, progress: Progress) -> Built:
     name = f"{target.runtime}-{target.precision}-{target.name}"
     directory = staging / name
     directory.mkdir()
@@ -165,7 +166,7 @@ def _build_edge(target: EdgeTarget, loaded, fp32: Path, input_spec, staging: Pat
         return Built(name, "ncnn", target.precision, "candidate", files,
                      lambda threads: NcnnRunner(files[0], files[1], threads, fp16), target.name)
     model = directory / "model.tflite"
-    convert.to_tflite(loaded, input_spec, model, staging / f"{name}.log")
+    convert.to_tflite(loaded, input_spec, model, staging / f"{name}.log", progress)
     return Built(name, "tflite", target.precision, "candidate", [model],
                  lambda threads: TfliteRunner(model, threads), target.name)
 
@@ -189,6 +190,11 @@ def _measure(built: Built, evaluation, reference: np.ndarray, baseline_accuracy:
 
 def _artifact_result(built: Built, runner: Runner, evaluation, outputs, reference, baseline_accuracy, settings):
     accuracy = measure.top1_accuracy(outputs, evaluation.labels)
+    signature = smoke = None
+    if built.runtime == "onnxruntime":  # what publishing to Triton needs to configure and verify it
+        signature = onnx_signature(built.files[0])
+        write_smoke(built.files[0].parent / SMOKE_FILE, evaluation.inputs, outputs)
+        smoke = f"{built.name}/{SMOKE_FILE}"
     return ArtifactResult(
         name=built.name, runtime=built.runtime, precision=built.precision, role=built.role, target=built.target,
         files=[f"{built.name}/{f.name}" for f in built.files],
@@ -198,6 +204,8 @@ def _artifact_result(built: Built, runner: Runner, evaluation, outputs, referenc
         accuracy_drop_points=round(baseline_accuracy - accuracy, 4) + 0.0,  # + 0.0 turns -0.0 into 0.0
         agreement=measure.agreement(outputs, reference),
         latency=measure.latency(runner, evaluation.inputs[0], settings),
+        signature=signature,
+        smoke=smoke,
     )
 
 

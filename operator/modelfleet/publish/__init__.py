@@ -1,0 +1,1 @@
+"""Delivery: Triton model repositories and model control."""
