@@ -14,9 +14,9 @@
 #   backends/onnxruntime/model.py the test-only onnxruntime stand-in
 #   env                           KEY=VALUE lines for callers (also printed on stdout):
 #                                 TRITONSERVER, TRITON_BACKEND_DIR, TRITON_LIBS,
-#                                 LD_LIBRARY_PATH (prepend it to yours), TRITON_PYTHON_BIN (put it
-#                                 first on PATH: the stub embeds libpython and takes its prefix,
-#                                 hence site-packages, from the `python3` found on PATH)
+#                                 LD_LIBRARY_PATH (prepend it to yours). run-server.sh also puts
+#                                 the checkout's venv first on PATH: the stub embeds libpython and
+#                                 takes its prefix, hence site-packages, from the `python3` there
 #
 # Idempotent: a stamp file makes re-runs instant (model.py is re-copied when it changed).
 # Needs: network for pip download on first run, apt-get when libpython3.X is missing.
@@ -82,7 +82,6 @@ TRITONSERVER=$srv/bin/tritonserver
 TRITON_BACKEND_DIR=$home/backends
 TRITON_LIBS=$home/dist/nvidia_pytriton.libs
 LD_LIBRARY_PATH=$home/dist/nvidia_pytriton.libs
-TRITON_PYTHON_BIN=$(dirname "$python")
 EOF
   echo "$want" > "$stamp"
 fi

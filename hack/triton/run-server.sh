@@ -16,20 +16,21 @@ fi
 repo=$(cd "$1" && pwd); http=$2; grpc=$3; metrics=$4; shift 4
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# KEY=VALUE lines: TRITONSERVER, TRITON_BACKEND_DIR, LD_LIBRARY_PATH, TRITON_PYTHON_BIN, ...
+# KEY=VALUE lines: TRITONSERVER, TRITON_BACKEND_DIR, LD_LIBRARY_PATH, ...
 while IFS='=' read -r key value; do
   case $key in
     TRITONSERVER) server=$value ;;
     TRITON_BACKEND_DIR) backends=$value ;;
     LD_LIBRARY_PATH) libs=$value ;;
-    TRITON_PYTHON_BIN) pybin=$value ;;
   esac
 done < <("$here/install.sh")
 
 export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The Python backend stub embeds libpython and takes its prefix (and so site-packages with
-# onnxruntime and numpy) from the `python3` found first on PATH.
-export PATH="$pybin:$PATH"
+# onnxruntime and numpy) from the `python3` found first on PATH: this checkout's venv, decided
+# here rather than cached by install.sh, since each clone has its own.
+root=$(cd "$here/../.." && pwd)
+export PATH="$(dirname "${TRITON_PYTHON:-$root/.venv/bin/python}"):$PATH"
 unset PYTHONHOME
 
 exec "$server" \
