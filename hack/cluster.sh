@@ -251,6 +251,13 @@ load_image() {
     log "loading $tag into the node"
     docker save "$tag" | ctr_node images import - >/dev/null
     ctr_node images label "$ref" "modelfleet.io/docker-id=$id" >/dev/null
+    # Older tags of the same repository (a worker image is ~7 GB, twice that in containerd): drop
+    # them so the disk does not fill up and push the kubelet into disk-pressure eviction.
+    local repo=${ref%:*} old
+    for old in $(ctr_node images ls -q 2>/dev/null | grep -F "$repo:" | grep -vxF "$ref"); do
+        log "removing $old from the node"
+        ctr_node images rm "$old" >/dev/null || true
+    done
 }
 
 ensure_images() {

@@ -3,5 +3,5 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-MODELFLEET_EXTRAS=worker,triton,test bash hack/venv.sh
+MODELFLEET_EXTRAS=worker,triton,operator,test bash hack/venv.sh
 exec .venv/bin/python -m pytest "$@"

@@ -1,6 +1,7 @@
 """Shared fixtures: the digits CNN trained once per session on scikit-learn's real digits."""
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,131 @@ def digits_result(digits_data, tmp_path_factory) -> Path:
     (workdir / "m.yaml").write_text(yaml.safe_dump(digits_example(digits_data, changes)))
     compress(load_manifest(workdir / "m.yaml"), workdir / "out", workdir, Progress(enabled=False))
     return workdir / "out"
+
+
+# --- a real single-node Kubernetes (hack/cluster.sh: API server, controller manager, scheduler,
+# kubelet and containerd as local processes; see hack/cluster/README.md) -------------------------
+
+
+class KubeCluster:
+    def __init__(self, env: dict[str, str]):
+        from kubernetes import config
+
+        self.env = env
+        self.kubeconfig = env["KUBECONFIG"]
+        self.api = config.new_client_from_config(config_file=self.kubeconfig)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["kubectl", *args], input=input, text=True, capture_output=True, check=check,
+                              env={**os.environ, "KUBECONFIG": self.kubeconfig, "PATH": self.env["PATH"]})
+
+
+def cluster_env() -> dict[str, str]:
+    """`hack/cluster.sh up` (idempotent: seconds when it runs already), then the variables of `env`."""
+    subprocess.run(["bash", str(REPO / "hack/cluster.sh"), "up"], check=True, timeout=3600)
+    exports = subprocess.run(["bash", str(REPO / "hack/cluster.sh"), "env"], check=True, capture_output=True,
+                             text=True).stdout
+    env = {}
+    for line in exports.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.replace("$PATH", os.environ["PATH"])
+    return env
+
+
+@pytest.fixture(scope="session")
+def kube() -> KubeCluster:
+    return KubeCluster(cluster_env())
+
+
+@pytest.fixture
+def namespace(kube, request) -> str:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    import re
+    import uuid
+
+    from kubernetes import client
+
+    name = f"t-{re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:40].strip('-')}-{uuid.uuid4().hex[:5]}"
+    core = client.CoreV1Api(kube.api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"modelfleet.io/test": "true"}}})
+    yield name
+    core.delete_namespace(name)
+
+
+class OperatorProcess:
+    """`modelfleet operator` as a separate process, authenticated with a token of the operator's own
+    ServiceAccount (deploy/operator-rbac.yaml), so every test proves that role suffices."""
+
+    def __init__(self, kubeconfig: Path, env: dict[str, str], log: Path):
+        self.kubeconfig, self.env, self.log = kubeconfig, env, log
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        port = free_port()
+        self._out = open(self.log, "ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "modelfleet.cli", "operator", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+            env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}, stdout=self._out,
+            stderr=subprocess.STDOUT)
+
+    def kill(self, signal_number: int = 9) -> None:
+        self._process.send_signal(signal_number)
+        self._process.wait(timeout=30)
+        self._out.close()
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+
+def token_kubeconfig(kube: KubeCluster, service_account: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as `service_account` (a bound token from the TokenRequest API)."""
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
+    token = kube.kubectl("create", "token", service_account, "-n", namespace, "--duration", "6h").stdout.strip()
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+              "users": [{"name": service_account, "user": {"token": token}}],
+              "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": service_account}}],
+              "current-context": "sa"}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def worker_image(kube) -> str:
+    """The worker image, built offline (hack/images.sh, cached by content) and loaded into the node.
+
+    MODELFLEET_TEST_WORKER_IMAGE names an image already on the node instead (quicker while only
+    operator code changes; CI always builds).
+    """
+    if os.environ.get("MODELFLEET_TEST_WORKER_IMAGE"):
+        return os.environ["MODELFLEET_TEST_WORKER_IMAGE"]
+    subprocess.run(["bash", str(REPO / "hack/images.sh"), "build", "worker"], check=True, timeout=3600)
+    tag = subprocess.run(["bash", str(REPO / "hack/images.sh"), "tag", "worker"], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    subprocess.run(["bash", str(REPO / "hack/cluster.sh"), "load-image", tag], check=True, timeout=1800)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def artifact_root(tmp_path_factory) -> Path:
+    """The host directory behind every test namespace's `modelfleet` claim (a hostPath PV)."""
+    root = tmp_path_factory.mktemp("pvc")
+    (root / "modelfleet").mkdir()
+    root.chmod(0o755)
+    (root / "modelfleet").chmod(0o777)  # the worker runs as uid 10001
+    return root
+
+
+@pytest.fixture(scope="session")
+def operator(kube, worker_image, artifact_root, tmp_path_factory):
+    kube.kubectl("create", "namespace", "modelfleet-system", check=False)
+    kube.kubectl("apply", "-f", str(REPO / "deploy/operator-rbac.yaml"))
+    directory = tmp_path_factory.mktemp("operator")
+    process = OperatorProcess(
+        token_kubeconfig(kube, "modelfleet-operator", "modelfleet-system", directory / "kubeconfig"),
+        {"MODELFLEET_WORKER_IMAGE": worker_image, "MODELFLEET_ARTIFACTS": "pvc://modelfleet/results",
+         "MODELFLEET_PVC_ROOT": str(artifact_root), "MODELFLEET_IMAGE_PULL_POLICY": "Never"},
+        directory / "operator.log")
+    process.start()
+    yield process
+    if process.alive():
+        process.kill(15)

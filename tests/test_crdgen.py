@@ -170,7 +170,7 @@ def test_names_and_scope(crd):
         "listKind": "CompressedModelList",
         "plural": "compressedmodels",
         "singular": "compressedmodel",
-        "shortNames": ["cm", "cmodel"],
+        "shortNames": ["cmodel"],
         "categories": ["modelfleet"],
     }
 

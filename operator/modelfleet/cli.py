@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     triton.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     triton.set_defaults(handler=_publish_triton)
 
+    operator = commands.add_parser("operator", help="run the operator (kopf) against the current cluster")
+    operator.add_argument("-n", "--namespace", action="append",
+                          help="watch only this namespace (repeatable); default: every namespace")
+    operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
+    operator.set_defaults(handler=_operator)
+
     validate = commands.add_parser("validate", help="check a CompressedModel manifest without running anything")
     validate.add_argument("-f", "--filename", type=Path, required=True)
     validate.set_defaults(handler=_validate)
@@ -150,6 +156,17 @@ def _publish(model, manifest: Path, result_dir: Path, target, verbose: bool, res
 
 def _worker_compress(args) -> int:
     _compress(args)
+    return 0
+
+
+def _operator(args) -> int:
+    import kopf
+
+    import modelfleet.handlers.compressedmodel  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=False)
+    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or [],
+             liveness_endpoint=args.liveness)
     return 0
 
 

@@ -131,7 +131,7 @@ def crd() -> dict:
                 "listKind": "CompressedModelList",
                 "plural": PLURAL,
                 "singular": "compressedmodel",
-                "shortNames": ["cm", "cmodel"],
+                "shortNames": ["cmodel"],
                 "categories": ["modelfleet"],
             },
             "scope": "Namespaced",

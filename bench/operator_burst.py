@@ -1,0 +1,152 @@
+"""The operator under a burst of 1,000 CompressedModels on the real control plane (hack/cluster.sh).
+
+The node is cordoned, so worker pods stay Pending: what is measured is the operator's own work.
+
+  apply -> first Job   per resource, from the create call returning to the Job's ADDED watch event
+  all reconciled       from the first create until every resource's status carries Compressing
+  operator RSS         peak resident memory of the operator process, sampled every 0.2 s
+  cluster start        `hack/cluster.sh up` after `down` (warm), and after `down --purge` with --cold
+
+Targets: apply->Job p95 <= 1 s, operator RSS <= 200 MB.
+Usage: python bench/operator_burst.py [--count N] [--cold | --no-restart] [--json PATH]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import KubeCluster, OperatorProcess, cluster_env, digits_example, token_kubeconfig  # noqa: E402
+
+NAMESPACE = "modelfleet-bench"
+GROUP, VERSION, PLURAL = "modelfleet.io", "v1alpha1", "compressedmodels"
+
+
+def timed_up(*down_args: str) -> float:
+    subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "down", *down_args], check=True, capture_output=True)
+    started = time.monotonic()
+    subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "up"], check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def resource(index: int) -> dict:
+    body = digits_example(Path("/bench"), {
+        "source": {"uri": "pvc://modelfleet/inputs/digits.torchscript.pt"},
+        "dataset": {"calibration": {"uri": "pvc://modelfleet/inputs/calibration.npz"},
+                    "evaluation": {"uri": "pvc://modelfleet/inputs/evaluation.npz"}}})
+    body["metadata"]["name"] = f"model-{index:04d}"
+    return body
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--cold", action="store_true", help="also time `up` after `down --purge` (state rebuilt)")
+    parser.add_argument("--no-restart", action="store_true", help="skip the cluster start timings (no down/up)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    figures: dict = {}
+    if args.cold:
+        figures["clusterColdUpSeconds"] = round(timed_up("--purge"), 1)
+    if not args.no_restart:
+        figures["clusterWarmUpSeconds"] = round(timed_up(), 1)
+    kube = KubeCluster(cluster_env())
+    from kubernetes import client, watch
+
+    kube.kubectl("cordon", kube.env["MODELFLEET_CLUSTER_NODE"])
+    kube.kubectl("create", "namespace", "modelfleet-system", check=False)
+    kube.kubectl("apply", "-f", str(ROOT / "deploy/operator-rbac.yaml"))
+    kube.kubectl("delete", "namespace", NAMESPACE, "--wait=true", check=False)
+    kube.kubectl("create", "namespace", NAMESPACE)
+    workdir = Path(tempfile.mkdtemp(prefix="modelfleet-bench-operator-"))
+    operator = OperatorProcess(token_kubeconfig(kube, "modelfleet-operator", "modelfleet-system", workdir / "kubeconfig"),
+                               {"MODELFLEET_WORKER_IMAGE": "modelfleet/worker:bench", "MODELFLEET_ARTIFACTS":
+                                "pvc://modelfleet/results", "MODELFLEET_PVC_ROOT": str(workdir)}, workdir / "operator.log")
+    operator.start()
+    time.sleep(3)  # kopf's watches are up
+    applied: dict[str, float] = {}
+    first_job: dict[str, float] = {}
+    peak = [0.0]
+    done = threading.Event()
+
+    def watch_jobs() -> None:
+        batch = client.BatchV1Api(kube.api)
+        stream = watch.Watch()
+        for event in stream.stream(batch.list_namespaced_job, NAMESPACE, timeout_seconds=600):
+            if event["type"] == "ADDED":
+                owner = event["object"].metadata.labels.get("modelfleet.io/compressedmodel")
+                first_job.setdefault(owner, time.monotonic())
+            if done.is_set() or len(first_job) >= args.count:
+                stream.stop()
+
+    def sample_rss() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb(operator._process.pid))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch_jobs, daemon=True)
+    watcher.start()
+    threading.Thread(target=sample_rss, daemon=True).start()
+    time.sleep(1)
+    custom = client.CustomObjectsApi(kube.api)
+
+    def apply(index: int) -> None:
+        body = resource(index)
+        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+        applied[body["metadata"]["name"]] = time.monotonic()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(apply, range(args.count)))
+    figures["applySeconds"] = round(time.monotonic() - started, 1)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+        reconciled = sum(1 for i in items if any(c["type"] == "Compressed" for c in (i.get("status") or {}).get("conditions", [])))
+        if reconciled == args.count:
+            break
+        time.sleep(0.5)
+    figures["allReconciledSeconds"] = round(time.monotonic() - started, 1)
+    watcher.join(timeout=60)
+    done.set()
+    latencies = np.array([first_job[n] - applied[n] for n in applied if n in first_job])
+    figures.update({
+        "resources": args.count, "jobsSeen": int(len(latencies)),
+        "applyToJobP50Seconds": round(float(np.percentile(latencies, 50)), 3),
+        "applyToJobP95Seconds": round(float(np.percentile(latencies, 95)), 3),
+        "applyToJobMaxSeconds": round(float(latencies.max()), 3),
+        "operatorPeakRssMb": round(peak[0], 1),
+    })
+    print(json.dumps(figures, indent=2))
+    print("TARGETS")
+    print(f"{'PASS' if figures['applyToJobP95Seconds'] <= 1.0 else 'FAIL'}  apply->first Job p95 <= 1 s: "
+          f"{figures['applyToJobP95Seconds']:.3f} s")
+    print(f"{'PASS' if figures['operatorPeakRssMb'] <= 200 else 'FAIL'}  operator RSS <= 200 MB: "
+          f"{figures['operatorPeakRssMb']:.0f} MB")
+    # Clean up while the operator still runs: it removes its finalizers.
+    kube.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=600s", check=False)
+    operator.kill(15)
+    kube.kubectl("uncordon", kube.env["MODELFLEET_CLUSTER_NODE"])
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# modelfleet's container images, built offline: no registry is reachable, so every image starts
+# FROM the Debian base that images/base/build.sh imports from debootstrap, and Python packages
+# come from a wheelhouse downloaded on this host from PyPI and installed with `pip --no-index`.
+#
+#   hack/images.sh build worker       build modelfleet/worker:<hash> unless docker has it; tag :dev
+#   hack/images.sh tag worker         print modelfleet/worker:<hash> (what `build` builds)
+#   hack/images.sh wheelhouse worker  only resolve and download the wheels; print their directory
+#
+# <hash> covers pyproject.toml, operator/ and images/worker/ (not its *.md): an unchanged tree is
+# a cache hit.
+# Load a built image into the test cluster's node with `hack/cluster.sh load-image TAG`.
+#
+# Needs a running dockerd (started with `hack/cluster.sh dockerd` when none answers), a docker
+# client with BuildKit (buildx, or Debian's docker.io 20.10 client, which has BuildKit built in),
+# python3 >= 3.11 with venv on the host, and PyPI reachable from the host (only while filling
+# the wheelhouse).
+#
+# Caches, outside the repository (MODELFLEET_IMAGES_CACHE, default ~/.cache/modelfleet):
+#   wheelhouse/<key>/        requirements.txt (pinned, sha256 per wheel) and the wheels; <key>
+#                            hashes pyproject.toml, the extras and the base image's Python/glibc
+#   wheelhouse/.pip/         a venv with a current pip (the resolver; old pips backtrack badly)
+#   images/worker-context/   the last build context (hard links into the wheelhouse)
+#   images/worker-build.log  the last build's full docker output
+# BuildKit's own copy of the context (3.4 GB) is pruned after each build unless
+# MODELFLEET_IMAGES_KEEP_CONTEXT=1 (keeping it saves about 20 s per rebuild).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${MODELFLEET_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelfleet}
+BASE_IMAGE=modelfleet/base:bookworm-1
+PYTHON=${PYTHON:-python3}
+WORKER_EXTRAS=worker,triton
+
+log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- docker
+
+ensure_dockerd() {
+    docker info >/dev/null 2>&1 && return 0
+    log "no dockerd answers; starting one with hack/cluster.sh dockerd"
+    bash "$ROOT/hack/cluster.sh" dockerd
+}
+
+ensure_base() {
+    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+    log "building $BASE_IMAGE (images/base/build.sh)"
+    "$ROOT/images/base/build.sh" "$BASE_IMAGE"
+}
+
+# A `docker ... build` command line that uses BuildKit. Docker >= 23 clients need the buildx
+# plugin for that; older clients (Debian bookworm's docker.io 20.10) have it built in.
+BUILDKIT=()
+find_buildkit() {
+    [ "${#BUILDKIT[@]}" -gt 0 ] && return 0
+    if docker buildx version >/dev/null 2>&1; then
+        BUILDKIT=(docker buildx build --load)
+        return 0
+    fi
+    local d version seen=" "
+    for d in $(type -ap docker); do
+        d=$(readlink -f "$d")
+        case $seen in *" $d "*) continue ;; esac
+        seen="$seen$d "
+        version=$("$d" version --format '{{.Client.Version}}' 2>/dev/null || true)
+        if [ -n "$version" ] && [ "${version%%.*}" -lt 23 ] 2>/dev/null; then
+            BUILDKIT=(env DOCKER_BUILDKIT=1 "$d" build)
+            return 0
+        fi
+    done
+    die "no docker client with BuildKit: install the buildx plugin, or use Debian's docker.io client (/usr/bin/docker)"
+}
+
+# ---------------------------------------------------------------- hashes
+
+# The files that make an image: pyproject.toml, the package sources and the image's directory
+# (its notes excepted).
+source_files() {
+    (cd "$ROOT" && find pyproject.toml operator "images/$1" -type f \
+        ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' ! -name '*.md' -print | LC_ALL=C sort)
+}
+
+image_tag() {
+    local hash
+    hash=$( (cd "$ROOT" && source_files "$1" | tr '\n' '\0' | xargs -0 sha256sum
+        echo "$BASE_IMAGE") | sha256sum | cut -c1-12)
+    printf 'modelfleet/%s:%s\n' "$1" "$hash"
+}
+
+# ---------------------------------------------------------------- wheelhouse
+
+# The base image's Python (cp311) and glibc (2.36): the wheels must fit them, not this host.
+TARGET_PY= TARGET_GLIBC=
+probe_base() {
+    [ -n "$TARGET_PY" ] && return 0
+    local out
+    out=$(docker run --rm --network none --entrypoint python3 "$BASE_IMAGE" -c \
+        'import os, sys; print(f"{sys.version_info[0]}{sys.version_info[1]}", os.confstr("CS_GNU_LIBC_VERSION").split()[1])') \
+        || die "cannot run python3 in $BASE_IMAGE"
+    read -r TARGET_PY TARGET_GLIBC <<<"$out"
+}
+
+# pip flags that select wheels for the base image's interpreter and glibc (pip does not expand
+# a manylinux_2_36 platform to the older manylinux tags it implies, so all are listed).
+target_flags() {
+    local minor=${TARGET_GLIBC#*.} i
+    printf -- '--only-binary=:all: --implementation cp --python-version %s --abi cp%s' \
+        "${TARGET_PY:0:1}.${TARGET_PY:1}" "$TARGET_PY"
+    for ((i = minor; i >= 17; i--)); do printf -- ' --platform manylinux_2_%s_x86_64' "$i"; done
+    printf -- ' --platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64 --platform linux_x86_64\n'
+}
+
+# A venv with a current pip: pip 23's resolver downloads many torch and pnnx wheels while it
+# backtracks over this dependency set; current pips resolve it from metadata in about 1.5 min.
+PIP=$CACHE/wheelhouse/.pip/bin/pip
+ensure_pip() {
+    local stamp=$CACHE/wheelhouse/.pip/.modelfleet-stamp
+    [ -f "$stamp" ] && [ -x "$PIP" ] && return 0
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' \
+        || die "$PYTHON must be Python >= 3.11 (it reads pyproject.toml with tomllib)"
+    log "creating a pip venv in $CACHE/wheelhouse/.pip"
+    mkdir -p "$CACHE/wheelhouse"
+    "$PYTHON" -m venv "$CACHE/wheelhouse/.pip" || die "$PYTHON -m venv failed (Debian: apt-get install python3-venv)"
+    "$PIP" install --quiet --disable-pip-version-check --upgrade 'pip>=25' >&2
+    touch "$stamp"
+}
+
+# wheelhouse EXTRAS: resolve pyproject.toml's dependencies plus EXTRAS for the base image,
+# download the wheels with their hashes; print the directory. Cached by key; atomic.
+wheelhouse() {
+    local extras=$1 key dir tmp flags start=$SECONDS
+    probe_base
+    key=$( (cat "$ROOT/pyproject.toml"; echo "extras=$extras cp$TARGET_PY glibc$TARGET_GLIBC x86_64") |
+        sha256sum | cut -c1-16)
+    dir=$CACHE/wheelhouse/$key
+    if [ -f "$dir/.complete" ]; then
+        log "wheelhouse $dir present ($(du -sh "$dir" | cut -f1))"
+        printf '%s\n' "$dir"
+        return 0
+    fi
+    ensure_pip
+    read -r -a flags <<<"$(target_flags)"
+    tmp=$dir.partial
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    "$PIP" --version >/dev/null
+    "$CACHE/wheelhouse/.pip/bin/python" - "$ROOT/pyproject.toml" "$extras" >"$tmp/requested.txt" <<'EOF'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+reqs = list(project["dependencies"])
+for extra in sys.argv[2].split(","):
+    reqs += project["optional-dependencies"][extra]
+print("\n".join(reqs))
+EOF
+    log "resolving modelfleet[$extras] for cp$TARGET_PY / glibc $TARGET_GLIBC (about 1.5 min)"
+    "$PIP" install --disable-pip-version-check --quiet --dry-run --ignore-installed --no-cache-dir \
+        --report "$tmp/report.json" --target "$tmp/unused" "${flags[@]}" -r "$tmp/requested.txt" \
+        >"$tmp/resolve.log" 2>&1 || { tail -n 30 "$tmp/resolve.log" >&2; die "resolution failed"; }
+    "$CACHE/wheelhouse/.pip/bin/python" - "$tmp/report.json" >"$tmp/requirements.txt" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+print("# resolved by hack/images.sh from pyproject.toml; one pinned wheel per line")
+for item in sorted(report["install"], key=lambda i: i["metadata"]["name"].lower()):
+    sha = item["download_info"]["archive_info"]["hashes"]["sha256"]
+    print(f'{item["metadata"]["name"]}=={item["metadata"]["version"]} --hash=sha256:{sha}')
+EOF
+    log "downloading $(grep -c -- '--hash' "$tmp/requirements.txt") wheels (about 4 GB: torch and its nvidia-* libraries)"
+    "$PIP" download --disable-pip-version-check --quiet --progress-bar off --no-cache-dir --no-deps \
+        --require-hashes "${flags[@]}" -d "$tmp" -r "$tmp/requirements.txt" \
+        >"$tmp/download.log" 2>&1 || { tail -n 30 "$tmp/download.log" >&2; die "download failed"; }
+    rm -rf "$tmp/unused"
+    touch "$tmp/.complete"
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+    log "wheelhouse $dir: $(du -sh "$dir" | cut -f1) in $((SECONDS - start))s"
+    printf '%s\n' "$dir"
+}
+
+# ---------------------------------------------------------------- build
+
+# project_wheel DEST: build modelfleet's wheel from a clean copy of the sources (an in-tree
+# build would leave build/ and *.egg-info behind in the repository).
+project_wheel() {
+    local dest=$1 src
+    src=$(mktemp -d)
+    (cd "$ROOT" && source_files worker | grep -v '^images/' | tar -cf - -T -) | tar -xf - -C "$src"
+    cp -p "$ROOT/README.md" "$src/"
+    # A fixed timestamp makes the wheel, and so the image's top layer, the same for the same sources.
+    SOURCE_DATE_EPOCH=315532800 "$PIP" wheel --disable-pip-version-check --quiet --no-deps --no-cache-dir -w "$dest" "$src" \
+        >"$CACHE/images/worker-wheel.log" 2>&1 ||
+        { tail -n 30 "$CACHE/images/worker-wheel.log" >&2; rm -rf "$src"; die "building modelfleet's wheel failed"; }
+    rm -rf "$src"
+}
+
+build_worker() {
+    local tag dev=modelfleet/worker:dev wheels ctx start=$SECONDS buildlog
+    tag=$(image_tag worker)
+    ensure_dockerd
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        docker tag "$tag" "$dev"
+        log "$tag present (also $dev)"
+        printf '%s\n' "$tag"
+        return 0
+    fi
+    find_buildkit
+    ensure_base
+    wheels=$(wheelhouse "$WORKER_EXTRAS")
+    ensure_pip
+
+    ctx=$CACHE/images/worker-context
+    log "preparing the build context in $ctx"
+    rm -rf "$ctx"
+    mkdir -p "$ctx/dist"
+    # Hard links cost no space. The same path every time lets BuildKit send only what changed,
+    # when its copy of the last context is kept (MODELFLEET_IMAGES_KEEP_CONTEXT=1).
+    cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
+    project_wheel "$ctx/dist"
+
+    buildlog=$CACHE/images/worker-build.log
+    log "building $tag with ${BUILDKIT[*]} (network none; cold: several minutes, torch is large)"
+    # --network none: the install must not need anything but the wheelhouse.
+    if ! "${BUILDKIT[@]}" --network none --progress plain \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$ROOT/images/worker/Dockerfile" \
+        -t "$tag" -t "$dev" "$ctx" 2>&1 | tee "$buildlog" |
+        grep --line-buffered -E '^#[0-9]+ (\[|DONE|CACHED|ERROR|exporting|writing|naming)' |
+        sed -u 's/^/[images] docker: /' >&2; then
+        :
+    fi
+    docker image inspect "$tag" >/dev/null 2>&1 || { tail -n 40 "$buildlog" >&2; die "docker build failed (log: $buildlog)"; }
+    # BuildKit keeps a copy of the context (3.4 GB of wheels) to send only changes next time; that
+    # saves about 20 s per rebuild, not worth the disk. The layer cache stays (a rebuild after a
+    # source change reinstalls only modelfleet itself).
+    if [ -z "${MODELFLEET_IMAGES_KEEP_CONTEXT:-}" ]; then
+        docker builder prune --force --filter type=source.local >/dev/null 2>&1 || true
+    fi
+    log "built $tag (also $dev) in $((SECONDS - start))s: $(docker image inspect -f '{{.Size}}' "$tag" |
+        awk '{printf "%.2f GB", $1/1e9}')"
+    # Earlier worker tags share the dependency layer but keep their own top layers: untag them.
+    local old
+    for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' modelfleet/worker | grep -vxF -e "$tag" -e "$dev"); do
+        docker image rm "$old" >/dev/null 2>&1 || true
+    done
+    printf '%s\n' "$tag"
+}
+
+# ---------------------------------------------------------------- main
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    exit 2
+}
+
+[ $# -eq 2 ] || usage
+case $2 in worker) ;; *) die "unknown image '$2' (known: worker)" ;; esac
+# One build at a time per cache: builds share the wheelhouse's .partial and the context directory.
+lock() {
+    mkdir -p "$CACHE/images"
+    exec 9>"$CACHE/images/.lock"
+    if command -v flock >/dev/null && ! flock -n 9; then
+        log "waiting for another hack/images.sh run to finish"
+        flock 9
+    fi
+}
+
+case $1 in
+    build) lock; build_worker ;;
+    tag) image_tag "$2" ;;
+    wheelhouse) lock; ensure_dockerd; ensure_base; wheelhouse "$WORKER_EXTRAS" ;;
+    *) usage ;;
+esac

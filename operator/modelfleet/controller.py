@@ -1,0 +1,138 @@
+"""One reconcile for a CompressedModel: observe (API + artifact store), decide (pure), act.
+
+Called from every kopf handler (create, update, resume, and events of our Jobs), so a restarted
+operator picks up exactly where the cluster is: Job names are deterministic, creation is
+idempotent, and the status is recomputed from what exists.
+"""
+
+import datetime
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatus
+from modelfleet.api.publication import TritonPublication
+from modelfleet.api.result import ResultManifest
+from modelfleet.domain import feasibility
+from modelfleet.domain.plan import (
+    COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, model_root_uri, result_uri, spec_hash, worker_job,
+)
+from modelfleet.domain.status import MISSING, Decision, Observed, Wanted, decide, event_type, merge_conditions, noteworthy
+from modelfleet.k8s import Cluster
+from modelfleet.manifest import format_validation_error
+from modelfleet.store import resolve_local
+
+RESULT_FILE = "result.json"
+PUBLICATION_FILE = "triton-publication.json"
+log = logging.getLogger("modelfleet.controller")
+_locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def settings_from_env() -> OperatorSettings:
+    missing = [k for k in ("MODELFLEET_WORKER_IMAGE", "MODELFLEET_ARTIFACTS") if not os.environ.get(k)]
+    if missing:
+        raise SystemExit(f"modelfleet operator: set {' and '.join(missing)}")
+    return OperatorSettings(
+        worker_image=os.environ["MODELFLEET_WORKER_IMAGE"],
+        artifacts=os.environ["MODELFLEET_ARTIFACTS"],
+        image_pull_policy=os.environ.get("MODELFLEET_IMAGE_PULL_POLICY", "IfNotPresent"),
+        worker_service_account=os.environ.get("MODELFLEET_WORKER_SERVICE_ACCOUNT") or None,
+    )
+
+
+def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, body: dict | None = None) -> None:
+    """`body`, when the caller has a fresh one (kopf's resource handlers), saves a read."""
+    started = time.monotonic()
+    with _locks[(namespace, name)]:  # a CR handler and a Job event may arrive together
+        body = body or cluster.get_model(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        ready = _reconcile(cluster, settings, body)
+    log.info("reconciled %s/%s in %.0f ms: Ready=%s", namespace, name, (time.monotonic() - started) * 1000, ready)
+
+
+def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict) -> str:
+    meta = body["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    status = _status(body)
+    try:
+        model = CompressedModel.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    except ValidationError as e:  # the CRD schema should have refused it; say why rather than crash
+        return _write(cluster, body, status, decide_invalid(format_validation_error(e)), generation)
+    digest = spec_hash(model)
+    output = result_uri(settings, namespace, name, digest)
+    current = {}
+    for job in cluster.jobs(namespace, name):
+        labels = job["metadata"].get("labels", {})
+        if labels.get(HASH_LABEL) == digest:
+            current[labels.get(STAGE_LABEL)] = job
+        else:  # an earlier spec's Jobs; its published artifacts stay until the new ones pass the gate
+            cluster.delete_job(namespace, job["metadata"]["name"])
+    observed = _observe(cluster, current, output)
+    decision = decide(model, feasibility.problems(model.spec), observed, output)
+    for stage in decision.create:
+        job = worker_job(model, meta["uid"], stage, settings)
+        if cluster.create_job(job):
+            cluster.event(body, "Normal", "JobCreated", f"{stage} Job {job['metadata']['name']} created")
+    return _write(cluster, body, status, decision, generation)
+
+
+def _observe(cluster: Cluster, jobs: dict[str, dict], output: str) -> Observed:
+    compress = cluster.job_state(jobs[COMPRESS]) if COMPRESS in jobs else MISSING
+    publish = cluster.job_state(jobs[PUBLISH]) if PUBLISH in jobs else MISSING
+    directory = resolve_local(output)
+    result = _read(directory / RESULT_FILE, ResultManifest) if compress.phase == "Succeeded" else None
+    publication = _read(directory / PUBLICATION_FILE, TritonPublication) if publish.phase in ("Succeeded", "Failed") else None
+    return Observed(compress=compress, result=result, publish=publish, publication=publication)
+
+
+def _read(path: Path, model):
+    try:
+        return model.model_validate_json(path.read_text())
+    except (OSError, ValidationError):
+        return None
+
+
+def _status(body: dict) -> CompressedModelStatus:
+    raw = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}  # kopf's own bookkeeping
+    try:
+        return CompressedModelStatus.model_validate(raw)
+    except ValidationError:
+        return CompressedModelStatus()
+
+
+def decide_invalid(message: str) -> Decision:
+    return Decision([Wanted("SpecValid", "False", "InvalidSpec", message), Wanted("Ready", "False", "InvalidSpec", message)])
+
+
+def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision: Decision, generation: int | None) -> str:
+    """Patch the status, post an Event per changed condition; returns the Ready condition's status."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions, changed = merge_conditions(status.conditions, decision.conditions, generation, now)
+    patch = {"observedGeneration": generation,
+             "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]}
+    if decision.artifacts is not None:
+        patch["artifacts"] = [a.model_dump(mode="json", by_alias=True) for a in decision.artifacts]
+        patch["evaluation"] = decision.evaluation.model_dump(mode="json", by_alias=True, exclude_none=True)
+    cluster.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
+    for condition in filter(noteworthy, changed):
+        cluster.event(body, event_type(condition), condition.reason,
+                      f"{condition.type}={condition.status}: {condition.message}".rstrip(": "))
+    return next((c.status for c in conditions if c.type == "Ready"), "Unknown")
+
+
+def clean_up(cluster: Cluster, settings: OperatorSettings, body: dict) -> None:
+    """On deletion: remove the Jobs, and the stored artifacts when artifactPolicy is Delete."""
+    meta = body["metadata"]
+    for job in cluster.jobs(meta["namespace"], meta["name"]):
+        cluster.delete_job(meta["namespace"], job["metadata"]["name"])
+    if (body.get("spec") or {}).get("artifactPolicy") == "Delete":
+        root = resolve_local(model_root_uri(settings, meta["namespace"], meta["name"]))
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,128 @@
+"""From a CompressedModel to the worker Jobs it needs: names, labels, pods, failure policy.
+
+Names are deterministic (resource name + stage + spec hash), so creating a Job twice is a no-op
+(the API answers 409) and a restarted operator finds what it already started.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from modelfleet.api.compressedmodel import API_VERSION, CompressedModel
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelfleet"}
+MODEL_LABEL = "modelfleet.io/compressedmodel"
+HASH_LABEL = "modelfleet.io/spec-hash"
+STAGE_LABEL = "modelfleet.io/stage"
+COMPRESS, PUBLISH = "compress", "publish"
+CONTAINER = "worker"
+PVC_ROOT = "/mnt/pvc"
+TERMINATION_LOG = "/dev/termination-log"
+# Worker exit codes 1-127 are permanent (bad input, unsupported model): retrying cannot help.
+PERMANENT_EXIT_CODES = list(range(1, 128))
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    worker_image: str
+    artifacts: str  # URI under which each resource's results go: pvc://<claim>/<path> or file://<path>
+    image_pull_policy: str = "IfNotPresent"
+    worker_service_account: str | None = None
+
+
+def spec_hash(model: CompressedModel) -> str:
+    """Short digest of the spec: a new spec means new Jobs and a new result directory."""
+    canonical = json.dumps(model.spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def job_name(model_name: str, stage: str, digest: str) -> str:
+    suffix = f"-{stage}-{digest}"
+    return model_name[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def result_uri(settings: OperatorSettings, namespace: str, name: str, digest: str) -> str:
+    return f"{settings.artifacts.rstrip('/')}/{namespace}/{name}/{digest}"
+
+
+def model_root_uri(settings: OperatorSettings, namespace: str, name: str) -> str:
+    """Every result of one resource, all generations (what artifactPolicy Delete removes)."""
+    return f"{settings.artifacts.rstrip('/')}/{namespace}/{name}"
+
+
+def labels(name: str, stage: str, digest: str) -> dict[str, str]:
+    return {**MANAGED_BY, MODEL_LABEL: name, HASH_LABEL: digest, STAGE_LABEL: stage}
+
+
+def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorSettings) -> dict:
+    """The Job for one stage: `compress` runs the pipeline, `publish` publishes its result to Triton."""
+    meta = model.metadata
+    digest = spec_hash(model)
+    output = result_uri(settings, meta.namespace, meta.name, digest)
+    args = (["worker", "compress", "-f", "env:MODELFLEET_MANIFEST", "-o", output] if stage == COMPRESS
+            else ["publish", "triton", "-f", "env:MODELFLEET_MANIFEST", "-r", output])
+    manifest = {"apiVersion": API_VERSION, "kind": "CompressedModel",
+                "metadata": {"name": meta.name, "namespace": meta.namespace, "generation": meta.generation},
+                "spec": model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    claims = pvc_claims(model, settings)
+    worker = model.spec.worker
+    container = {
+        "name": CONTAINER,
+        "image": settings.worker_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": args,
+        "env": [
+            {"name": "MODELFLEET_MANIFEST", "value": json.dumps(manifest, separators=(",", ":"))},
+            {"name": "MODELFLEET_PVC_ROOT", "value": PVC_ROOT},
+            {"name": "MODELFLEET_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+        ],
+        "resources": {kind: quantities for kind, quantities in (
+            ("requests", worker.resources.requests.model_dump(exclude_none=True)),
+            ("limits", worker.resources.limits.model_dump(exclude_none=True))) if quantities},
+        "volumeMounts": [{"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}"} for i, claim in enumerate(claims)],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    pod_spec = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+    }
+    if settings.worker_service_account:
+        pod_spec["serviceAccountName"] = settings.worker_service_account
+    job_labels = labels(meta.name, stage, digest)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta.name, stage, digest),
+            "namespace": meta.namespace,
+            "labels": job_labels,
+            "annotations": {"modelfleet.io/generation": str(meta.generation), "modelfleet.io/result": output},
+            "ownerReferences": [{"apiVersion": API_VERSION, "kind": "CompressedModel", "name": meta.name, "uid": uid,
+                                 "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": {
+            "backoffLimit": worker.backoff_limit,
+            "activeDeadlineSeconds": worker.active_deadline_seconds,
+            "ttlSecondsAfterFinished": worker.ttl_seconds_after_finished,
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                                      "values": PERMANENT_EXIT_CODES}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]},
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def pvc_claims(model: CompressedModel, settings: OperatorSettings) -> list[str]:
+    """Every claim named by a pvc:// URI the worker reads or writes, each mounted once."""
+    spec = model.spec
+    uris = [settings.artifacts, spec.source.uri, spec.dataset.calibration.uri, spec.dataset.evaluation.uri]
+    if spec.targets.triton:
+        uris.append(spec.targets.triton.repository)
+    claims = [uri.removeprefix("pvc://").split("/", 1)[0] for uri in uris if uri.startswith("pvc://")]
+    return list(dict.fromkeys(claims))

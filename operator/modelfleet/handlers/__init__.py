@@ -1,0 +1,1 @@
+"""kopf registrations: thin wrappers that hand every event to `modelfleet.controller`."""

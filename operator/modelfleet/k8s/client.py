@@ -1,0 +1,107 @@
+"""Kubernetes API calls the operator makes, with the official client (sync; kopf runs it in threads)."""
+
+import datetime
+import json
+from typing import Any
+
+from modelfleet.api.compressedmodel import API_VERSION, GROUP, VERSION
+from modelfleet.domain.plan import CONTAINER, MANAGED_BY, MODEL_LABEL
+from modelfleet.domain.status import JobState
+
+PLURAL = "compressedmodels"
+
+
+class Cluster:
+    def __init__(self, api_client=None):
+        from kubernetes import client, config
+
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = 32  # above kopf's handler threads: no reconnect storms
+            api_client = client.ApiClient(configuration)
+        self._api = api_client
+        self._custom = client.CustomObjectsApi(api_client)
+        self._batch = client.BatchV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._errors = client.exceptions.ApiException
+
+    def _plain(self, obj) -> Any:
+        return self._api.sanitize_for_serialization(obj)
+
+    def get_model(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except self._errors as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: dict) -> None:
+        self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                                                           _preload_content=False)
+
+    def jobs(self, namespace: str, model: str) -> list[dict]:
+        selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, MODEL_LABEL: model}.items())
+        # Raw JSON: the client's model classes cost more CPU than the request itself.
+        response = self._batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False)
+        return json.loads(response.data)["items"]
+
+    def create_job(self, manifest: dict) -> bool:
+        """True when created, False when a Job of that name exists already (deterministic names)."""
+        try:
+            self._batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest, _preload_content=False)
+            return True
+        except self._errors as e:
+            if e.status == 409:
+                return False
+            raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except self._errors as e:
+            if e.status != 404:
+                raise
+
+    def job_state(self, job: dict) -> JobState:
+        """Running, Succeeded, or Failed with the worker's own reason and message when a pod left one."""
+        conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", []) if c.get("status") == "True"}
+        if "Complete" in conditions:
+            return JobState("Succeeded")
+        if "Failed" not in conditions:
+            return JobState("Running")
+        failed = conditions["Failed"]
+        reason, message = self._worker_message(job)
+        return JobState("Failed", reason or failed.get("reason") or "JobFailed",
+                        message or failed.get("message") or "the worker Job failed")
+
+    def _worker_message(self, job: dict) -> tuple[str, str]:
+        """The termination message of the Job's last failed worker container: `Reason: message`."""
+        meta = job["metadata"]
+        pods = self._core.list_namespaced_pod(meta["namespace"], label_selector=f"job-name={meta['name']}").items
+        terminated = [s.state.terminated for p in pods for s in (p.status.container_statuses or [])
+                      if s.name == CONTAINER and s.state and s.state.terminated and s.state.terminated.exit_code]
+        if not terminated:
+            return "", ""
+        last = max(terminated, key=lambda t: t.finished_at or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc))
+        text = (last.message or "").strip()
+        head, _, rest = text.partition(": ")
+        if head.isidentifier() and head[:1].isupper() and rest:
+            return head, f"{rest} (exit code {last.exit_code})"
+        return "", f"worker exited {last.exit_code}: {text[-1000:]}" if text else f"worker exited {last.exit_code}"
+
+    def event(self, model: dict, kind: str, reason: str, message: str) -> None:
+        meta = model["metadata"]
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._core.create_namespaced_event(meta["namespace"], {
+            "metadata": {"generateName": f"{meta['name']}."},
+            "involvedObject": {"apiVersion": API_VERSION, "kind": "CompressedModel", "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "reason": reason, "message": message[:1024], "type": kind, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "modelfleet-operator"},
+            "reportingComponent": "modelfleet.io/operator", "reportingInstance": "modelfleet-operator",
+        }, _preload_content=False)
