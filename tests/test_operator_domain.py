@@ -73,6 +73,54 @@ def test_publish_job_and_claims_for_a_triton_target():
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:4] == ["publish", "triton", "-f", "env:MODELFLEET_MANIFEST"]
     assert pvc_claims(model(TRITON), SETTINGS) == ["artifacts", "data", "models"]
+    assert "envFrom" not in container
+
+
+def test_s3_credentials_reach_only_the_publish_job():
+    with_secret = model({"targets": {"triton": TRITON["targets"]["triton"] | {"repository": "s3://models/triton",
+                                                                              "credentialsSecret": "s3-creds"}}})
+    publish = worker_job(with_secret, "uid-1", PUBLISH, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    compress = worker_job(with_secret, "uid-1", COMPRESS, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert publish["envFrom"] == [{"secretRef": {"name": "s3-creds"}}] and "envFrom" not in compress
+
+
+S3_TRITON = {"targets": {"triton": TRITON["targets"]["triton"] | {"repository": "s3://models/triton"}}}
+S3_TRITON_SECRET = {"targets": {"triton": S3_TRITON["targets"]["triton"] | {"credentialsSecret": "triton-creds"}}}
+S3_SOURCE = {"source": {"uri": "s3://data/digits.pt"}}
+
+
+@pytest.mark.parametrize("artifacts, secret, changes, compress_env, publish_env", [
+    # pvc:// everywhere: no credentials, whatever the operator has
+    ("pvc://artifacts/results", "store-creds", TRITON, None, None),
+    # an s3:// artifact store: both stages read or write it
+    ("s3://results/modelfleet", "store-creds", TRITON, ["store-creds"], ["store-creds"]),
+    # s3:// artifacts but no secret configured: the worker uses whatever its service account gives it
+    ("s3://results/modelfleet", None, TRITON, None, None),
+    # an s3:// input: compress reads it; publish touches pvc:// only
+    ("pvc://artifacts/results", "store-creds", TRITON | S3_SOURCE, ["store-creds"], None),
+    # an s3:// Triton repository without its own secret: the store's secret is the fallback
+    ("pvc://artifacts/results", "store-creds", S3_TRITON, None, ["store-creds"]),
+    # both: the Triton target's secret comes last, so its keys win on the publish Job
+    ("s3://results/modelfleet", "store-creds", S3_TRITON_SECRET, ["store-creds"], ["store-creds", "triton-creds"]),
+    ("pvc://artifacts/results", None, S3_TRITON_SECRET, None, ["triton-creds"]),
+    ("s3://results/modelfleet", "same-creds", {"targets": {"triton": S3_TRITON_SECRET["targets"]["triton"]
+                                                           | {"credentialsSecret": "same-creds"}}},
+     ["same-creds"], ["same-creds"]),
+])
+def test_s3_credentials_reach_the_jobs_that_touch_s3(artifacts, secret, changes, compress_env, publish_env):
+    settings = OperatorSettings(worker_image="w", artifacts=artifacts, artifacts_secret=secret)
+    for stage, expected in ((COMPRESS, compress_env), (PUBLISH, publish_env)):
+        container = worker_job(model(changes), "uid-1", stage, settings)["spec"]["template"]["spec"]["containers"][0]
+        got = [ref["secretRef"]["name"] for ref in container["envFrom"]] if "envFrom" in container else None
+        assert got == expected, stage
+
+
+def test_an_s3_artifact_store_mounts_no_claim_and_passes_the_uri():
+    settings = OperatorSettings(worker_image="w", artifacts="s3://results/modelfleet", artifacts_secret="creds")
+    job = worker_job(model(), "uid-1", COMPRESS, settings)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-2:] == ["-o", f"s3://results/modelfleet/team-a/digits/{spec_hash(model())}"]
+    assert pvc_claims(model(), settings) == ["data"]
 
 
 @pytest.mark.parametrize("changes, same", [
@@ -93,7 +141,6 @@ def test_job_names_fit_kubernetes_limits():
 
 
 @pytest.mark.parametrize("changes, reason", [
-    ({"source": {"uri": "s3://bucket/model.pt"}}, "UnsupportedURI"),
     ({"dataset": {"evaluation": {"uri": "file://relative/eval.npz"}}}, "RelativePath"),
     ({"dataset": {"evaluation": {"uri": "pvc://data/digits/calibration.npz"}}}, "EvaluationOnCalibrationData"),
     ({"slo": {"latencyP95Ms": {"triton": 5}}}, "NoTritonTarget"),
@@ -105,6 +152,12 @@ def test_impossible_specs_are_named(changes, reason):
 
 def test_a_feasible_spec_has_no_problems():
     assert feasibility.problems(model(TRITON).spec) == []
+
+
+def test_s3_inputs_are_feasible():
+    s3_inputs = {"source": {"uri": "s3://data/digits.pt"}, "dataset": {"calibration": {"uri": "s3://data/cal.npz"},
+                                                                        "evaluation": {"uri": "s3://data/eval.npz"}}}
+    assert feasibility.problems(model(s3_inputs).spec) == []
 
 
 # --- status -------------------------------------------------------------------------------------------
@@ -154,8 +207,9 @@ def summary(decision) -> dict:
      {"Published": ("False", "LoadFailed"), "Ready": ("False", "LoadFailed")}),
     (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "Retryable", "dead")),
      {"Published": ("False", "Retryable"), "Ready": ("False", "Retryable")}),
-    ({"source": {"uri": "s3://b/m.pt"}}, Observed(), {"SpecValid": ("False", "UnsupportedURI"),
-                                                      "Ready": ("False", "UnsupportedURI"), "create": []}),
+    ({"source": {"uri": "file://m.pt"}}, Observed(), {"SpecValid": ("False", "RelativePath"),
+                                                      "Ready": ("False", "RelativePath"), "create": []}),
+    ({"source": {"uri": "s3://b/m.pt"}}, Observed(), {"SpecValid": ("True", "Valid"), "create": [COMPRESS]}),
 ])
 def test_decide(changes, observed, expected):
     decision = decide(model(changes), feasibility.problems(model(changes).spec), observed, "pvc://artifacts/r")

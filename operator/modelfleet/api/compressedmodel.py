@@ -201,6 +201,12 @@ class TritonTarget(WireModel):
         pattern=r"^https?://.+",
         description="Triton HTTP endpoint. When set, the new version is loaded and verified there.",
     )
+    credentials_secret: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        description="Secret (same namespace) whose keys become the publish Job's environment: AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION for an s3:// repository.",
+    )
     model_control: Literal["explicit", "poll"] = Field(
         default="explicit",
         description="The server's --model-control-mode: explicit (modelfleet loads the model) or poll (wait for Triton to find it).",

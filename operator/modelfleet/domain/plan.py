@@ -25,9 +25,12 @@ PERMANENT_EXIT_CODES = list(range(1, 128))
 @dataclass(frozen=True)
 class OperatorSettings:
     worker_image: str
-    artifacts: str  # URI under which each resource's results go: pvc://<claim>/<path> or file://<path>
+    artifacts: str  # URI under which each resource's results go: pvc://<claim>/<path>, s3://<bucket>/<prefix>, file://
     image_pull_policy: str = "IfNotPresent"
     worker_service_account: str | None = None
+    # Secret whose keys (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) become the environment of worker Jobs
+    # that read or write s3:// (the artifact store, or inputs).
+    artifacts_secret: str | None = None
 
 
 def spec_hash(model: CompressedModel) -> str:
@@ -84,6 +87,9 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+    secrets = credential_secrets(model, stage, settings)
+    if secrets:
+        container["envFrom"] = [{"secretRef": {"name": secret}} for secret in secrets]
     pod_spec = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -126,3 +132,21 @@ def pvc_claims(model: CompressedModel, settings: OperatorSettings) -> list[str]:
         uris.append(spec.targets.triton.repository)
     claims = [uri.removeprefix("pvc://").split("/", 1)[0] for uri in uris if uri.startswith("pvc://")]
     return list(dict.fromkeys(claims))
+
+
+def credential_secrets(model: CompressedModel, stage: str, settings: OperatorSettings) -> list[str]:
+    """Secrets whose keys become the worker's environment, in envFrom order (a later one wins a shared key).
+
+    The operator's artifacts secret goes to every Job that touches s3://: compress when the artifact
+    store or an input is there, publish when the artifact store or the Triton repository is; the
+    Triton target's own credentialsSecret follows it on the publish Job.
+    """
+    spec, triton = model.spec, model.spec.targets.triton
+    if stage == COMPRESS:
+        uris = [settings.artifacts, spec.source.uri, spec.dataset.calibration.uri, spec.dataset.evaluation.uri]
+    else:
+        uris = [settings.artifacts, triton.repository if triton else ""]
+    secrets = [settings.artifacts_secret] if settings.artifacts_secret and any(u.startswith("s3://") for u in uris) else []
+    if stage == PUBLISH and triton and triton.credentials_secret:
+        secrets.append(triton.credentials_secret)
+    return list(dict.fromkeys(secrets))
