@@ -8,7 +8,7 @@ The node is cordoned, so worker pods stay Pending: what is measured is the opera
   cluster start        `hack/cluster.sh up` after `down` (warm), and after `down --purge` with --cold
 
 Targets: apply->Job p95 <= 1 s, operator RSS <= 200 MB.
-Usage: python bench/operator_burst.py [--count N] [--cold | --no-restart] [--json PATH]
+Usage: python bench/operator_burst.py [--count N] [--rate PER_SECOND] [--cold | --no-restart] [--json PATH]
 """
 
 import argparse
@@ -58,6 +58,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--cold", action="store_true", help="also time `up` after `down --purge` (state rebuilt)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="apply at most this many per second (default: a burst, as fast as 8 threads go)")
     parser.add_argument("--no-restart", action="store_true", help="skip the cluster start timings (no down/up)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -112,8 +114,14 @@ def main() -> int:
         applied[body["metadata"]["name"]] = time.monotonic()
 
     started = time.monotonic()
+
+    def paced(index: int) -> None:
+        if args.rate:
+            time.sleep(max(0.0, started + index / args.rate - time.monotonic()))
+        apply(index)
+
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(apply, range(args.count)))
+        list(pool.map(paced, range(args.count)))
     figures["applySeconds"] = round(time.monotonic() - started, 1)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -127,7 +135,7 @@ def main() -> int:
     done.set()
     latencies = np.array([first_job[n] - applied[n] for n in applied if n in first_job])
     figures.update({
-        "resources": args.count, "jobsSeen": int(len(latencies)),
+        "resources": args.count, "applyRatePerSecond": args.rate or "burst", "jobsSeen": int(len(latencies)),
         "applyToJobP50Seconds": round(float(np.percentile(latencies, 50)), 3),
         "applyToJobP95Seconds": round(float(np.percentile(latencies, 95)), 3),
         "applyToJobMaxSeconds": round(float(latencies.max()), 3),

@@ -72,33 +72,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class TritonProcess:
-    """tritonserver on loopback ports, serving `repository`, stopped with SIGTERM."""
+class ServerProcess:
+    """A server started by one of hack/'s scripts, awaited on its health URL, stopped with SIGTERM."""
 
-    def __init__(self, repository: Path, log: Path, *flags: str):
+    def _start(self, command: list[str], log: Path, health_url: str, timeout_s: float, env: dict | None = None) -> None:
         import time
         import urllib.request
 
-        self.repository = repository
-        self.http_port = free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
         self.log = log
-        ports = [str(self.http_port), str(free_port()), str(free_port())]
         with open(log, "wb") as out:
-            self._process = subprocess.Popen(["bash", str(REPO / "hack/triton/run-server.sh"), str(repository),
-                                              *ports, *flags], stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300  # the first call installs Triton (a 55 MB wheel)
+            self._process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited {self._process.returncode}:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{command[1]} exited {self._process.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/live", timeout=1) as response:
+                with urllib.request.urlopen(health_url, timeout=1) as response:
                     if response.status == 200:
                         return
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"tritonserver did not come up:\n{log.read_text()[-3000:]}")
+        raise RuntimeError(f"{command[1]} did not come up:\n{log.read_text()[-3000:]}")
 
     def stop(self) -> None:
         self._process.terminate()
@@ -107,6 +102,19 @@ class TritonProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+class TritonProcess(ServerProcess):
+    """tritonserver on loopback ports, serving `repository`."""
+
+    def __init__(self, repository: Path, log: Path, *flags: str):
+        self.repository = repository
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        ports = [str(self.http_port), str(free_port()), str(free_port())]
+        # The first call installs Triton (a 55 MB wheel).
+        self._start(["bash", str(REPO / "hack/triton/run-server.sh"), str(repository), *ports, *flags], log,
+                    f"{self.url}/v2/health/live", timeout_s=300)
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +139,49 @@ def digits_result(digits_data, tmp_path_factory) -> Path:
     (workdir / "m.yaml").write_text(yaml.safe_dump(digits_example(digits_data, changes)))
     compress(load_manifest(workdir / "m.yaml"), workdir / "out", workdir, Progress(enabled=False))
     return workdir / "out"
+
+
+# --- a real MinIO (S3) ----------------------------------------------------------------------------
+# hack/minio.sh builds github.com/minio/minio (a pinned release) from the Go module proxy on first use
+# (several minutes; cached under ~/.cache/modelfleet) and serves a directory on a loopback port.
+
+
+class MinioProcess(ServerProcess):
+    """`minio server` on 127.0.0.1 with a bucket `bucket`; `env` holds what boto3 needs to reach it."""
+
+    def __init__(self, directory: Path, bucket: str = "modelfleet"):
+        port = free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.bucket = bucket
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "modelfleet",
+                    "AWS_SECRET_ACCESS_KEY": "modelfleet-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+        # The first call builds MinIO from source (minutes).
+        self._start(["bash", str(REPO / "hack/minio.sh"), "server", str(directory / "data"), str(port)],
+                    directory / "minio.log", f"{self.endpoint}/minio/health/ready", timeout_s=1800,
+                    env={**os.environ, "MINIO_ROOT_USER": self.env["AWS_ACCESS_KEY_ID"],
+                         "MINIO_ROOT_PASSWORD": self.env["AWS_SECRET_ACCESS_KEY"]})
+        self.client().create_bucket(Bucket=bucket)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory) -> MinioProcess:
+    server = MinioProcess(tmp_path_factory.mktemp("minio"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def minio_env(minio, monkeypatch) -> MinioProcess:
+    """MinIO's endpoint and credentials in this test's environment (what boto3, hence the store, reads)."""
+    for key, value in minio.env.items():
+        monkeypatch.setenv(key, value)
+    return minio
 
 
 # --- a real single-node Kubernetes (hack/cluster.sh: API server, controller manager, scheduler,

@@ -8,7 +8,7 @@ import pytest
 import trustme
 
 from modelfleet.errors import PermanentError, RetryableError, SourceError
-from modelfleet.store import atomic_write_text, fetch, resolve_local
+from modelfleet.store import atomic_write_text, fetch, read_text, resolve_local
 
 PAYLOAD = b"model bytes " * 1000
 
@@ -85,8 +85,18 @@ def test_local_uris(tmp_path, monkeypatch):
     assert resolve_local("https://host/x") is None
     with pytest.raises(PermanentError, match="pvc://<claim>/<path>"):
         resolve_local("pvc://only-claim")
-    with pytest.raises(PermanentError, match="s3:// sources are not supported"):
-        fetch("s3://bucket/key", tmp_path)
+    with pytest.raises(PermanentError, match="unsupported URI scheme"):
+        fetch("ftp://host/key", tmp_path)
+    with pytest.raises(PermanentError, match=r"expected s3://<bucket>/<key>"):
+        fetch("s3://bucket-only", tmp_path)
+
+
+def test_read_text_is_none_for_an_absent_local_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELFLEET_PVC_ROOT", str(tmp_path))
+    (tmp_path / "claim").mkdir()
+    (tmp_path / "claim" / "result.json").write_text("{}")
+    assert read_text("pvc://claim/result.json") == "{}"
+    assert read_text(f"file://{tmp_path}/claim/missing.json") is None
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):

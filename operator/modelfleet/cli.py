@@ -3,7 +3,9 @@
 import argparse
 import os
 import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from modelfleet.errors import ModelfleetError, SLONotMet
@@ -53,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     triton = publish_commands.add_parser(
         "triton", help="write the spec's Triton target into its model repository; load and verify it when a server is given")
     triton.add_argument("-f", "--filename", type=Path, required=True, help="CompressedModel manifest (YAML)")
-    triton.add_argument("-r", "--result", type=_directory, required=True,
-                        help="directory holding result.json and the artifacts (a path, file:// or pvc:// URI)")
+    triton.add_argument("-r", "--result", type=_location, required=True,
+                        help="directory holding result.json and the artifacts (a path, file://, pvc:// or s3:// URI)")
     triton.add_argument("--repository", help="override spec.targets.triton.repository")
     triton.add_argument("--server-url", help="override spec.targets.triton.serverUrl (Triton's HTTP endpoint)")
     triton.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -75,48 +77,70 @@ def _parser() -> argparse.ArgumentParser:
 def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--filename", type=Path, required=True,
                         help="CompressedModel manifest (YAML), or env:NAME to read it from an environment variable")
-    parser.add_argument("-o", "--output", type=_directory, required=True,
-                        help="directory for artifacts and result.json (a path, file:// or pvc:// URI)")
+    parser.add_argument("-o", "--output", type=_location, required=True,
+                        help="directory for artifacts and result.json (a path, file://, pvc:// or s3:// URI)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
-def _directory(value: str) -> Path:
+def _location(value: str) -> Path | str:
+    """A local directory as a resolved Path, or an s3:// prefix as the URI itself."""
     from modelfleet.store import resolve_local
 
+    if value.startswith("s3://"):
+        if not value.removeprefix("s3://").split("/", 1)[0]:
+            raise argparse.ArgumentTypeError(f"{value}: expected s3://<bucket>/<prefix>")
+        return value.rstrip("/")
     if "://" not in value:
-        return Path(value)
+        return Path(value).resolve()
     local = resolve_local(value)
     if local is None:
-        raise argparse.ArgumentTypeError(f"{value}: use a path, file:// or pvc://")
-    return local
+        raise argparse.ArgumentTypeError(f"{value}: use a path, file://, pvc:// or s3://")
+    return local.resolve()
 
 
-def _compress(args):
+@contextmanager
+def _workdir(location: Path | str):
+    """Where a command reads and writes a result: the directory itself, or a temporary one for s3://."""
+    if isinstance(location, Path):
+        yield location
+    else:
+        with tempfile.TemporaryDirectory(prefix="modelfleet-") as tmp:
+            yield Path(tmp)
+
+
+def _compress(args, directory: Path):
     from modelfleet.manifest import load_manifest, manifest_dir
     from modelfleet.pipeline.run import compress
     from modelfleet.progress import Progress
 
     model = load_manifest(args.filename)
-    return model, compress(model, args.output.resolve(), manifest_dir(args.filename), Progress(enabled=not args.quiet))
+    progress = Progress(enabled=not args.quiet)
+    result = compress(model, directory, manifest_dir(args.filename), progress)
+    if isinstance(args.output, str):  # built locally; now the artifacts, then result.json (the commit marker)
+        from modelfleet.pipeline.run import RESULT_FILE
+        from modelfleet.store import s3
+
+        written = s3.put_directory(directory, args.output, commit_marker=RESULT_FILE)
+        progress.step("upload", f"{len(written)} objects -> {args.output}/ ({RESULT_FILE} last)")
+    return model, result
 
 
 def _run(args) -> int:
     from modelfleet.report import result_table
 
-    model, result = _compress(args)
-    print(result_table(result))
-    if not result.verdict.passed:
-        raise SLONotMet("; ".join(v.message for v in result.verdict.violations))
-    if model.spec.targets.triton:
-        _publish(model, args.filename, args.output.resolve(), model.spec.targets.triton, not args.quiet, result)
+    with _workdir(args.output) as directory:
+        model, result = _compress(args, directory)
+        print(result_table(result))
+        if not result.verdict.passed:
+            raise SLONotMet("; ".join(v.message for v in result.verdict.violations))
+        if model.spec.targets.triton:
+            _publish(model, args.filename, directory, model.spec.targets.triton, not args.quiet, result, args.output)
     return 0
 
 
 def _publish_triton(args) -> int:
-    from modelfleet.api.result import ResultManifest
     from modelfleet.errors import InvalidManifest
     from modelfleet.manifest import load_manifest
-    from modelfleet.pipeline.run import RESULT_FILE
 
     model = load_manifest(args.filename)
     target = model.spec.targets.triton
@@ -124,38 +148,60 @@ def _publish_triton(args) -> int:
         raise InvalidManifest(f"{args.filename}: spec.targets.triton is not set")
     overrides = {k: v for k, v in (("repository", args.repository), ("serverUrl", args.server_url)) if v}
     target = type(target).model_validate(target.model_dump(by_alias=True) | overrides)
-    result_dir = args.result.resolve()
-    if not (result_dir / RESULT_FILE).is_file():
-        raise InvalidManifest(f"{result_dir / RESULT_FILE}: no result manifest (run `modelfleet run` first)")
-    result = ResultManifest.model_validate_json((result_dir / RESULT_FILE).read_text())
-    if not result.verdict.passed:
-        raise SLONotMet(f"{result_dir / RESULT_FILE}: the artifacts missed their SLOs; not publishing")
-    _publish(model, args.filename, result_dir, target, not args.quiet, result)
+    with _workdir(args.result) as result_dir:
+        result = _read_result(args.result, result_dir, target)
+        if not result.verdict.passed:
+            raise SLONotMet(f"{args.result}/result.json: the artifacts missed their SLOs; not publishing")
+        _publish(model, args.filename, result_dir, target, not args.quiet, result, args.result)
     return 0
 
 
-def _publish(model, manifest: Path, result_dir: Path, target, verbose: bool, result=None) -> None:
-    """Publish, write the outcome beside result.json, print it; a rolled-back version is an error."""
+def _read_result(location: Path | str, directory: Path, target):
+    """The result manifest; for s3://, downloaded with the files publishing needs into `directory`."""
     from modelfleet.api.result import ResultManifest
+    from modelfleet.errors import InvalidManifest, PermanentError
+    from modelfleet.pipeline.run import RESULT_FILE
+    from modelfleet.store import s3
+
+    if isinstance(location, Path):
+        text = (location / RESULT_FILE).read_text() if (location / RESULT_FILE).is_file() else None
+    else:
+        text = s3.read_text(f"{location}/{RESULT_FILE}")
+    if text is None:
+        raise InvalidManifest(f"{location}/{RESULT_FILE}: no result manifest (run `modelfleet run` first)")
+    result = ResultManifest.model_validate_json(text)
+    if isinstance(location, str):
+        prefix = s3.parse(location)
+        wanted = [a for a in result.artifacts if a.name == f"onnx-{target.precision}"]  # what publishing reads
+        for relative in [f for a in wanted for f in (*a.files, a.smoke) if f]:
+            s3.download(prefix.child(relative), directory / relative, permanent=PermanentError,
+                        missing_reason="ArtifactMissing")
+        (directory / RESULT_FILE).write_text(text)
+    return result
+
+
+def _publish(model, manifest: Path, result_dir: Path, target, verbose: bool, result, location: Path | str) -> None:
+    """Publish, write the outcome beside result.json (and to s3://), print it; a rolled-back version is an error."""
     from modelfleet.errors import PublishFailed
     from modelfleet.manifest import manifest_dir
-    from modelfleet.pipeline.run import RESULT_FILE
     from modelfleet.progress import Progress
     from modelfleet.publish.triton import PUBLICATION_FILE, publish
-    from modelfleet.store import atomic_write_text
+    from modelfleet.store import atomic_write_text, s3
 
-    result = result or ResultManifest.model_validate_json((result_dir / RESULT_FILE).read_text())
     owner = f"{model.metadata.namespace or 'default'}/{model.metadata.name}"
     outcome = publish(result, result_dir, target, owner, manifest_dir(manifest), Progress(enabled=verbose),
                       latency_slo_ms=model.spec.slo.latency_p95_ms.triton)
     atomic_write_text(result_dir / PUBLICATION_FILE, outcome.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+    if isinstance(location, str):
+        s3.put_file(result_dir / PUBLICATION_FILE, f"{location}/{PUBLICATION_FILE}")
     print(f"triton: {target.model_name} version {outcome.version} {outcome.state.lower()}: {outcome.message}")
     if outcome.state == "Failed":
         raise PublishFailed(outcome.message, reason=outcome.reason)
 
 
 def _worker_compress(args) -> int:
-    _compress(args)
+    with _workdir(args.output) as directory:
+        _compress(args, directory)
     return 0
 
 

@@ -12,7 +12,6 @@ import shutil
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -26,7 +25,7 @@ from modelfleet.domain.plan import (
 from modelfleet.domain.status import MISSING, Decision, Observed, Wanted, decide, event_type, merge_conditions, noteworthy
 from modelfleet.k8s import Cluster
 from modelfleet.manifest import format_validation_error
-from modelfleet.store import resolve_local
+from modelfleet.store import read_text, resolve_local, s3
 
 RESULT_FILE = "result.json"
 PUBLICATION_FILE = "triton-publication.json"
@@ -43,6 +42,7 @@ def settings_from_env() -> OperatorSettings:
         artifacts=os.environ["MODELFLEET_ARTIFACTS"],
         image_pull_policy=os.environ.get("MODELFLEET_IMAGE_PULL_POLICY", "IfNotPresent"),
         worker_service_account=os.environ.get("MODELFLEET_WORKER_SERVICE_ACCOUNT") or None,
+        artifacts_secret=os.environ.get("MODELFLEET_ARTIFACTS_SECRET") or None,
     )
 
 
@@ -86,15 +86,28 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict) -> str:
 def _observe(cluster: Cluster, jobs: dict[str, dict], output: str) -> Observed:
     compress = cluster.job_state(jobs[COMPRESS]) if COMPRESS in jobs else MISSING
     publish = cluster.job_state(jobs[PUBLISH]) if PUBLISH in jobs else MISSING
-    directory = resolve_local(output)
-    result = _read(directory / RESULT_FILE, ResultManifest) if compress.phase == "Succeeded" else None
-    publication = _read(directory / PUBLICATION_FILE, TritonPublication) if publish.phase in ("Succeeded", "Failed") else None
+    result = read_result(output) if compress.phase == "Succeeded" else None
+    publication = read_publication(output) if publish.phase in ("Succeeded", "Failed") else None
     return Observed(compress=compress, result=result, publish=publish, publication=publication)
 
 
-def _read(path: Path, model):
+def read_result(output: str) -> ResultManifest | None:
+    """The result manifest under the result URI (pvc://, file:// or s3://), or None when absent or invalid.
+
+    An unreachable store raises RetryableError: "missing" must not be concluded from "cannot look".
+    """
+    return _read(f"{output}/{RESULT_FILE}", ResultManifest)
+
+
+def read_publication(output: str) -> TritonPublication | None:
+    """The publish Job's outcome beside result.json, or None when absent or invalid."""
+    return _read(f"{output}/{PUBLICATION_FILE}", TritonPublication)
+
+
+def _read(uri: str, model):
     try:
-        return model.model_validate_json(path.read_text())
+        text = read_text(uri)
+        return model.model_validate_json(text) if text is not None else None
     except (OSError, ValidationError):
         return None
 
@@ -133,6 +146,10 @@ def clean_up(cluster: Cluster, settings: OperatorSettings, body: dict) -> None:
     for job in cluster.jobs(meta["namespace"], meta["name"]):
         cluster.delete_job(meta["namespace"], job["metadata"]["name"])
     if (body.get("spec") or {}).get("artifactPolicy") == "Delete":
-        root = resolve_local(model_root_uri(settings, meta["namespace"], meta["name"]))
+        root_uri = model_root_uri(settings, meta["namespace"], meta["name"])
+        if root_uri.startswith(s3.SCHEME):
+            s3.delete_prefix(root_uri)
+            return
+        root = resolve_local(root_uri)
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)

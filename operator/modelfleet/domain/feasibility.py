@@ -9,9 +9,7 @@ def problems(spec: CompressedModelSpec) -> list[tuple[str, str]]:
     reads = {"spec.source.uri": spec.source.uri, "spec.dataset.calibration.uri": spec.dataset.calibration.uri,
              "spec.dataset.evaluation.uri": spec.dataset.evaluation.uri}
     for where, uri in reads.items():
-        if uri.startswith("s3://"):
-            found.append(("UnsupportedURI", f"{where}: the worker cannot read s3:// inputs yet; use pvc:// or https://"))
-        elif uri.startswith("file://") and not uri.startswith("file:///"):
+        if uri.startswith("file://") and not uri.startswith("file:///"):
             found.append(("RelativePath", f"{where}: a relative file:// path means nothing inside a worker pod; "
                                           "use pvc://<claim>/<path> or https://"))
     if spec.dataset.calibration.uri == spec.dataset.evaluation.uri:

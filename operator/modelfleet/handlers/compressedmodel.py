@@ -4,11 +4,14 @@ Progress storage: annotations only (`modelfleet.io/...`), so kopf's bookkeeping 
 structural-schema pruning whatever the status schema says (the CRD also preserves status.kopf).
 """
 
+import time
+
 import kopf
 
 from modelfleet.api.compressedmodel import GROUP, VERSION
 from modelfleet.controller import clean_up, reconcile, settings_from_env
 from modelfleet.domain.plan import MANAGED_BY, MODEL_LABEL
+from modelfleet.errors import RetryableError
 from modelfleet.k8s import Cluster
 
 RESOURCE = (GROUP, VERSION, "compressedmodels")
@@ -38,8 +41,17 @@ def reconcile_model(body, namespace: str, name: str, **_) -> None:
 def job_changed(body, namespace: str, type: str, **_) -> None:
     finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
                    for c in (body.get("status") or {}).get("conditions", []))
-    if finished and type != "DELETED":
-        reconcile(_state["cluster"], _state["settings"], namespace, body["metadata"]["labels"][MODEL_LABEL])
+    if not finished or type == "DELETED":
+        return
+    # Event handlers are not retried by kopf: a store that is briefly unreachable gets a few tries here.
+    for delay in (1, 5, 15, None):
+        try:
+            reconcile(_state["cluster"], _state["settings"], namespace, body["metadata"]["labels"][MODEL_LABEL])
+            return
+        except RetryableError:
+            if delay is None:
+                raise
+            time.sleep(delay)
 
 
 @kopf.on.delete(*RESOURCE)

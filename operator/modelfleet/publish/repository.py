@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 from modelfleet.api.publication import RepositoryRecord
-from modelfleet.errors import PermanentError, RepositoryError, RetryableError, first_line
-from modelfleet.store import atomic_write_text, resolve_local
+from modelfleet.errors import PermanentError, RepositoryError, first_line
+from modelfleet.store import atomic_write_text, resolve_local, s3
 
 RECORD_FILE = "modelfleet.json"
 CONFIG_FILE = "config.pbtxt"
@@ -106,17 +106,9 @@ class S3Repository:
     """
 
     def __init__(self, uri: str):
-        import boto3
-        from botocore.config import Config
-
         self.uri = uri
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        if not bucket:
-            raise PermanentError(f"{uri}: expected s3://<bucket>/<prefix>", reason="UnsupportedURI")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self._s3 = boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"},
-                                                   connect_timeout=10, read_timeout=60))
+        self.bucket, self.prefix = s3.parse(uri)
+        self._s3 = s3.client()
 
     def _key(self, model: str, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, model, *parts) if p)
@@ -172,21 +164,6 @@ def _writing(uri: str):
         raise RepositoryError(f"Triton repository {uri} cannot be written: {first_line(e)}") from e
 
 
-@contextmanager
 def _s3_errors(uri: str):
     """S3 faults: unreachable or throttled endpoints are retryable; denied or missing buckets are not."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    try:
-        yield
-    except ClientError as e:
-        code = e.response["Error"]["Code"]
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
-            raise RetryableError(f"Triton repository {uri}: S3 answered {code}") from e
-        raise RepositoryError(f"Triton repository {uri}: S3 refused: {code}: {e.response['Error'].get('Message', '')}") from e
-    except NoCredentialsError as e:
-        raise RepositoryError(f"Triton repository {uri}: no S3 credentials "
-                              "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from e
-    except (BotoCoreError, OSError) as e:
-        raise RetryableError(f"Triton repository {uri}: S3 unreachable: {first_line(e)}") from e
+    return s3.errors(f"Triton repository {uri}", RepositoryError)

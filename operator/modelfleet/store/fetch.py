@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from modelfleet.errors import PermanentError, RetryableError, SourceError
+from modelfleet.store import s3
 
 _HTTP_TIMEOUT_S = 60
 
@@ -28,7 +29,7 @@ def resolve_local(uri: str, base_dir: Path | None = None) -> Path | None:
 def fetch(uri: str, workdir: Path, base_dir: Path | None = None) -> Path:
     """Make the object at `uri` available as a local file and return its path.
 
-    Local URIs are read in place; https downloads land in `workdir`, written then renamed.
+    Local URIs are read in place; https and s3 downloads land in `workdir`, written then renamed.
     """
     local = resolve_local(uri, base_dir)
     if local is not None:
@@ -39,9 +40,26 @@ def fetch(uri: str, workdir: Path, base_dir: Path | None = None) -> Path:
         return local
     if uri.startswith("https://"):
         return _download(uri, workdir)
-    if uri.startswith("s3://"):
-        raise PermanentError(f"{uri}: s3:// sources are not supported by this store yet", reason="UnsupportedURI")
-    raise PermanentError(f"{uri}: unsupported URI scheme (use file://, pvc:// or https://)", reason="UnsupportedURI")
+    if uri.startswith(s3.SCHEME):
+        return s3.fetch(uri, workdir)
+    raise PermanentError(f"{uri}: unsupported URI scheme (use file://, pvc://, https:// or s3://)", reason="UnsupportedURI")
+
+
+def read_text(uri: str, base_dir: Path | None = None) -> str | None:
+    """A small text file (result.json, triton-publication.json) by URI, or None when it does not exist.
+
+    Store faults other than absence raise: a RetryableError for an unreachable S3, for instance.
+    """
+    if uri.startswith(s3.SCHEME):
+        return s3.read_text(uri)
+    local = resolve_local(uri, base_dir)
+    if local is None:
+        raise PermanentError(f"{uri}: unsupported URI scheme for results (use file://, pvc:// or s3://)",
+                             reason="UnsupportedURI")
+    try:
+        return local.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _download(uri: str, workdir: Path) -> Path:
