@@ -248,16 +248,16 @@ load_image() {
         log "node already has $tag"
         return 0
     fi
-    log "loading $tag into the node"
-    docker save "$tag" | ctr_node images import - >/dev/null
-    ctr_node images label "$ref" "modelfleet.io/docker-id=$id" >/dev/null
-    # Older tags of the same repository (a worker image is ~7 GB, twice that in containerd): drop
-    # them so the disk does not fill up and push the kubelet into disk-pressure eviction.
+    # Older tags of the same repository first (a worker image is ~7 GB, twice that in containerd,
+    # and the import needs as much again): a full disk makes the kubelet evict images.
     local repo=${ref%:*} old
     for old in $(ctr_node images ls -q 2>/dev/null | grep -F "$repo:" | grep -vxF "$ref"); do
         log "removing $old from the node"
         ctr_node images rm "$old" >/dev/null || true
     done
+    log "loading $tag into the node"
+    docker save "$tag" | ctr_node images import - >/dev/null
+    ctr_node images label "$ref" "modelfleet.io/docker-id=$id" >/dev/null
 }
 
 ensure_images() {
@@ -436,11 +436,13 @@ podLogsDir: $POD_LOGS
 # Images come from 'load-image', never from a registry: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# Eviction reclaims disk by deleting unused images, which here cannot be pulled back (pause!):
+# only when the disk is all but full.
 evictionHard:
   memory.available: 100Mi
-  nodefs.available: 2%
-  imagefs.available: 2%
-  nodefs.inodesFree: 2%
+  nodefs.available: 512Mi
+  imagefs.available: 512Mi
+  nodefs.inodesFree: 1%
 EOF
 }
 
@@ -533,6 +535,10 @@ cmd_up() {
     [ "$(id -u)" = 0 ] || die "must run as root (containerd and the kubelet need it)"
     mkdir -p "$RUN" "$LOGS" "$PIDS" "$CACHE"
     if all_running; then
+        # Still make sure the node has its local-only images (disk-pressure eviction may have
+        # removed them, and they cannot be pulled back) and the current CRDs.
+        ensure_images
+        apply_crds
         log "already up (hack/cluster.sh status)"
         return 0
     fi
@@ -544,11 +550,15 @@ cmd_up() {
     ensure_network
     start_components
     ensure_images
+    apply_crds
+    log "up in $((SECONDS - start))s; run: eval \"\$(hack/cluster.sh env)\""
+}
+
+apply_crds() {
     if compgen -G "$ROOT/crds/*.yaml" >/dev/null; then
         kctl apply -f "$ROOT/crds/" >/dev/null
         kctl wait --for condition=Established --timeout 60s -f "$ROOT/crds/" >/dev/null
     fi
-    log "up in $((SECONDS - start))s; run: eval \"\$(hack/cluster.sh env)\""
 }
 
 cmd_build() {
