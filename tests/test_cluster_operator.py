@@ -213,6 +213,27 @@ def test_deletion_removes_jobs_and_honours_the_artifact_policy(kube, namespace, 
     assert body["metadata"]["finalizers"] == ["modelfleet.io/cleanup"]
 
 
+def test_a_job_removed_after_its_ttl_is_not_run_again_even_after_a_restart(kube, namespace, claim, inputs,
+                                                                             operator):
+    create(kube, namespace, resource(inputs, changes={"targets": {"edge": []}, "worker": {"ttlSecondsAfterFinished": 0}}))
+    body = wait_for(kube, namespace, "digits", "Ready", "True")
+    deadline = time.monotonic() + 60
+    while jobs(kube, namespace) and time.monotonic() < deadline:  # Kubernetes' TTL controller removes it
+        time.sleep(1)
+    assert jobs(kube, namespace) == []
+    operator.kill(15)  # a restart reconciles everything again (kopf's initial listing)
+    operator.start()
+    time.sleep(10)
+    assert jobs(kube, namespace) == []
+    assert len([m for reason, m in events(kube, namespace) if reason == "JobCreated"]) == 1
+    after = get(kube, namespace, "digits")
+    assert conditions(after)["Ready"]["status"] == "True"
+    assert after["status"]["evaluation"] == body["status"]["evaluation"]
+    # Level-based handlers: kopf keeps nothing of its own on the resource, only our finalizer.
+    assert after["metadata"]["finalizers"] == ["modelfleet.io/cleanup"]
+    assert not [a for a in after["metadata"].get("annotations", {}) if "kopf" in a or a.startswith("modelfleet.io/")]
+
+
 @pytest.mark.parametrize("trial", range(3))
 def test_operator_killed_at_a_random_point_resumes_and_runs_each_stage_once(kube, namespace, claim, inputs,
                                                                              operator, artifact_root, trial):

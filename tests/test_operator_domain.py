@@ -15,7 +15,10 @@ from modelfleet.domain import feasibility
 from modelfleet.domain.plan import (
     COMPRESS, PERMANENT_EXIT_CODES, PUBLISH, OperatorSettings, job_name, pvc_claims, spec_hash, worker_job,
 )
-from modelfleet.domain.status import JobState, Observed, Wanted, decide, event_type, merge_conditions, noteworthy
+from modelfleet.domain.lifecycle import FINALIZER, needs_reconcile, with_finalizer, without_finalizer
+from modelfleet.domain.status import (
+    JobState, Observed, Wanted, decide, event_type, merge_conditions, noteworthy, recorded_outcome,
+)
 
 SETTINGS = OperatorSettings(worker_image="modelfleet/worker:test", artifacts="pvc://artifacts/results",
                             image_pull_policy="Never")
@@ -257,3 +260,66 @@ def test_event_type(wanted, kind):
 ])
 def test_noteworthy_changes_get_events(wanted, posted):
     assert noteworthy(wanted) is posted
+
+
+def condition(type_: str, status: str, reason: str, generation: int) -> Condition:
+    return Condition(type=type_, status=status, reason=reason, message=f"{reason} text", last_transition_time="t0",
+                     observed_generation=generation)
+
+
+@pytest.mark.parametrize("conditions, stage, expected", [
+    ([], "Compressed", JobState("Missing")),
+    ([condition("Compressed", "Unknown", "Compressing", 2)], "Compressed", JobState("Missing")),
+    ([condition("Compressed", "True", "Compressed", 2)], "Compressed", JobState("Succeeded")),
+    ([condition("Compressed", "False", "InvalidSource", 2)], "Compressed",
+     JobState("Failed", "InvalidSource", "InvalidSource text")),
+    ([condition("Compressed", "True", "Compressed", 1)], "Compressed", JobState("Missing")),  # an earlier spec's
+    ([condition("Compressed", "True", "Compressed", 2), condition("Published", "False", "LoadFailed", 2)],
+     "Published", JobState("Failed", "LoadFailed", "LoadFailed text")),
+])
+def test_a_removed_job_stands_for_the_outcome_the_status_recorded(conditions, stage, expected):
+    assert recorded_outcome(conditions, 2, stage) == expected
+
+
+def test_a_job_removed_after_its_ttl_is_not_run_again():
+    status = [condition("Compressed", "True", "Compressed", 1), condition("Published", "True", "Served", 1)]
+    observed = Observed(compress=recorded_outcome(status, 1, "Compressed"), result=result(),
+                        publish=recorded_outcome(status, 1, "Published"), publication=publication("Served", "Served"))
+    assert summary(decide(model(TRITON), [], observed, "pvc://artifacts/r")) == {
+        "SpecValid": ("True", "Valid"), "Compressed": ("True", "Compressed"), "SLOMet": ("True", "SLOMet"),
+        "Published": ("True", "Served"), "Ready": ("True", "Ready"), "create": []}
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+
+def body(generation: int = 1, observed: int | None = None, finalizers=(FINALIZER,), deleting: bool = False) -> dict:
+    meta = {"name": "digits", "generation": generation, "finalizers": list(finalizers)}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-26T00:00:00Z"
+    return {"metadata": meta, "status": {} if observed is None else {"observedGeneration": observed}}
+
+
+@pytest.mark.parametrize("event, resource, expected", [
+    (None, body(observed=1), True),  # the initial listing: a restart looks at everything
+    ("ADDED", body(finalizers=()), True),  # new
+    ("MODIFIED", body(observed=1), False),  # our own status write coming back
+    ("MODIFIED", body(generation=2, observed=1), True),  # a spec change
+    ("MODIFIED", body(observed=1, finalizers=()), True),  # the finalizer was removed by hand
+    ("MODIFIED", body(observed=1, deleting=True), True),  # deletion our finalizer holds
+    ("MODIFIED", body(observed=1, finalizers=("other",), deleting=True), False),  # another's finalizer holds it
+    ("DELETED", body(observed=1), False),
+])
+def test_needs_reconcile(event, resource, expected):
+    assert needs_reconcile(event, resource) is expected
+
+
+@pytest.mark.parametrize("finalizers, added, removed", [
+    (None, [FINALIZER], None),
+    (["other"], ["other", FINALIZER], None),
+    ([FINALIZER], None, []),
+    (["other", FINALIZER], None, ["other"]),
+])
+def test_finalizer_lists(finalizers, added, removed):
+    assert with_finalizer(finalizers) == added
+    assert without_finalizer(finalizers) == removed

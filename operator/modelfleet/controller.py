@@ -1,8 +1,9 @@
 """One reconcile for a CompressedModel: observe (API + artifact store), decide (pure), act.
 
-Called from every kopf handler (create, update, resume, and events of our Jobs), so a restarted
-operator picks up exactly where the cluster is: Job names are deterministic, creation is
-idempotent, and the status is recomputed from what exists.
+Called for the resource's own watch events and for events of its Jobs, so a restarted operator
+picks up exactly where the cluster is: Job names are deterministic, creation is idempotent, and
+the status is recomputed from what exists (and, for Jobs Kubernetes already removed, from what
+the status recorded).
 """
 
 import datetime
@@ -19,10 +20,14 @@ from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatu
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain import feasibility
+from modelfleet.domain.lifecycle import FINALIZER, with_finalizer, without_finalizer
 from modelfleet.domain.plan import (
     COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, model_root_uri, result_uri, spec_hash, worker_job,
 )
-from modelfleet.domain.status import MISSING, Decision, Observed, Wanted, decide, event_type, merge_conditions, noteworthy
+from modelfleet.domain.status import (
+    Decision, Observed, Wanted, decide, event_type, merge_conditions, noteworthy, recorded_outcome,
+)
+from modelfleet.errors import RetryableError
 from modelfleet.k8s import Cluster
 from modelfleet.manifest import format_validation_error
 from modelfleet.store import read_text, resolve_local, s3
@@ -47,11 +52,17 @@ def settings_from_env() -> OperatorSettings:
 
 
 def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, body: dict | None = None) -> None:
-    """`body`, when the caller has a fresh one (kopf's resource handlers), saves a read."""
+    """`body`, when the caller has a fresh one (the resource's own watch event), saves a read."""
     started = time.monotonic()
-    with _locks[(namespace, name)]:  # a CR handler and a Job event may arrive together
+    with _locks[(namespace, name)]:  # a resource event and a Job event may arrive together
         body = body or cluster.get_model(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None:
+            return
+        if body["metadata"].get("deletionTimestamp"):
+            if FINALIZER in (body["metadata"].get("finalizers") or []):
+                clean_up(cluster, settings, body)
+                _update_finalizers(cluster, body, without_finalizer)
+            _locks.pop((namespace, name), None)
             return
         ready = _reconcile(cluster, settings, body)
     log.info("reconciled %s/%s in %.0f ms: Ready=%s", namespace, name, (time.monotonic() - started) * 1000, ready)
@@ -74,18 +85,43 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict) -> str:
             current[labels.get(STAGE_LABEL)] = job
         else:  # an earlier spec's Jobs; its published artifacts stay until the new ones pass the gate
             cluster.delete_job(namespace, job["metadata"]["name"])
-    observed = _observe(cluster, current, output)
+    observed = _observe(cluster, current, output, status, generation)
     decision = decide(model, feasibility.problems(model.spec), observed, output)
-    for stage in decision.create:
+    for stage in decision.create:  # first: a Job is what the user waits for
         job = worker_job(model, meta["uid"], stage, settings)
         if cluster.create_job(job):
             cluster.event(body, "Normal", "JobCreated", f"{stage} Job {job['metadata']['name']} created")
+    # After the first Job, not before it: that Job is owned by the resource, so if the resource is
+    # deleted in between, the garbage collector removes it.
+    body = _update_finalizers(cluster, body, with_finalizer)
     return _write(cluster, body, status, decision, generation)
 
 
-def _observe(cluster: Cluster, jobs: dict[str, dict], output: str) -> Observed:
-    compress = cluster.job_state(jobs[COMPRESS]) if COMPRESS in jobs else MISSING
-    publish = cluster.job_state(jobs[PUBLISH]) if PUBLISH in jobs else MISSING
+def _update_finalizers(cluster: Cluster, body: dict, change) -> dict:
+    """Apply `change` to the finalizer list under the resource's resourceVersion; re-read on a conflict."""
+    for _ in range(5):
+        wanted = change(body["metadata"].get("finalizers"))
+        if wanted is None:
+            return body
+        meta = body["metadata"]
+        updated = cluster.patch_finalizers(meta["namespace"], meta["name"], wanted, meta["resourceVersion"])
+        if updated is not None:
+            return updated
+        fresh = cluster.get_model(meta["namespace"], meta["name"])
+        if fresh is None:  # deleted meanwhile: nothing left to hold
+            return body
+        body = fresh
+    raise RetryableError(f"{meta['namespace']}/{meta['name']}: the finalizers kept changing under us")
+
+
+def _observe(cluster: Cluster, jobs: dict[str, dict], output: str, status: CompressedModelStatus,
+             generation: int | None) -> Observed:
+    def stage(name: str, condition: str):
+        if name in jobs:
+            return cluster.job_state(jobs[name])
+        return recorded_outcome(status.conditions, generation, condition)  # removed after its TTL, or never created
+
+    compress, publish = stage(COMPRESS, "Compressed"), stage(PUBLISH, "Published")
     result = read_result(output) if compress.phase == "Succeeded" else None
     publication = read_publication(output) if publish.phase in ("Succeeded", "Failed") else None
     return Observed(compress=compress, result=result, publish=publish, publication=publication)
@@ -113,9 +149,8 @@ def _read(uri: str, model):
 
 
 def _status(body: dict) -> CompressedModelStatus:
-    raw = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}  # kopf's own bookkeeping
     try:
-        return CompressedModelStatus.model_validate(raw)
+        return CompressedModelStatus.model_validate(body.get("status") or {})
     except ValidationError:
         return CompressedModelStatus()
 
@@ -133,7 +168,9 @@ def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision
     if decision.artifacts is not None:
         patch["artifacts"] = [a.model_dump(mode="json", by_alias=True) for a in decision.artifacts]
         patch["evaluation"] = decision.evaluation.model_dump(mode="json", by_alias=True, exclude_none=True)
-    cluster.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
+    current = body.get("status") or {}
+    if any(current.get(key) != value for key, value in patch.items()):  # our own writes come back as events
+        cluster.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
     for condition in filter(noteworthy, changed):
         cluster.event(body, event_type(condition), condition.reason,
                       f"{condition.type}={condition.status}: {condition.message}".rstrip(": "))

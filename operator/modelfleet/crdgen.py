@@ -90,13 +90,6 @@ def _schema_of(model: type) -> dict:
 def _status_schema() -> dict:
     status = _schema_of(CompressedModelStatus)
     status["properties"]["conditions"] |= {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
-    # kopf keeps its handler progress in status.kopf by default; without this the API server
-    # would prune it and kopf would rerun finished handlers.
-    status["properties"]["kopf"] = {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-        "description": "Handler progress kept by the kopf framework. Internal to the operator.",
-    }
     return status
 
 

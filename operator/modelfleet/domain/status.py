@@ -43,6 +43,19 @@ class JobState:
 MISSING = JobState("Missing")
 
 
+def recorded_outcome(conditions: list[Condition], generation: int | None, condition_type: str) -> JobState:
+    """A stage's outcome as the status recorded it for this generation: what stands in for a Job
+    that Kubernetes removed after `ttlSecondsAfterFinished`, so a finished stage is not run again.
+    MISSING when nothing was recorded yet (the Job is then created)."""
+    for condition in conditions:
+        if condition.type == condition_type and condition.observed_generation == generation:
+            if condition.status == "True":
+                return JobState("Succeeded")
+            if condition.status == "False":
+                return JobState("Failed", condition.reason, condition.message)
+    return MISSING
+
+
 @dataclass(frozen=True)
 class Observed:
     compress: JobState = MISSING

@@ -1,7 +1,9 @@
 """kopf handlers for CompressedModels and their worker Jobs.
 
-Progress storage: annotations only (`modelfleet.io/...`), so kopf's bookkeeping survives the CRD's
-structural-schema pruning whatever the status schema says (the CRD also preserves status.kopf).
+Level-based: the resource's watch events and its Jobs' events call one reconcile, which looks at
+the resource as it is. No create/update/delete handlers, so kopf keeps no progress or diff-base
+annotations and adds no finalizer of its own: the operator's only writes to the resource are its
+status and the `modelfleet.io/cleanup` finalizer, which the reconcile manages (domain/lifecycle.py).
 """
 
 import time
@@ -9,20 +11,19 @@ import time
 import kopf
 
 from modelfleet.api.compressedmodel import GROUP, VERSION
-from modelfleet.controller import clean_up, reconcile, settings_from_env
+from modelfleet.controller import reconcile, settings_from_env
+from modelfleet.domain.lifecycle import needs_reconcile
 from modelfleet.domain.plan import MANAGED_BY, MODEL_LABEL
 from modelfleet.errors import RetryableError
 from modelfleet.k8s import Cluster
 
 RESOURCE = (GROUP, VERSION, "compressedmodels")
+RETRY_DELAYS = (1, 5, 15)  # event handlers are not retried by kopf; a store briefly unreachable gets these
 _state: dict = {}
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{GROUP}/cleanup"
     settings.posting.enabled = False  # our own Events carry the story; kopf's would repeat it
     settings.execution.max_workers = 16  # sync handlers wait on the API server, not the CPU
     settings.watching.server_timeout = 300
@@ -30,30 +31,27 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     _state["settings"] = settings_from_env()
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE)
-def reconcile_model(body, namespace: str, name: str, **_) -> None:
-    reconcile(_state["cluster"], _state["settings"], namespace, name, dict(body))
+@kopf.on.event(*RESOURCE)
+def model_changed(body, type, namespace: str, name: str, **_) -> None:
+    if needs_reconcile(type, body):
+        _reconcile_retrying(namespace, name, dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY)
 def job_changed(body, namespace: str, type: str, **_) -> None:
     finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
                    for c in (body.get("status") or {}).get("conditions", []))
-    if not finished or type == "DELETED":
-        return
-    # Event handlers are not retried by kopf: a store that is briefly unreachable gets a few tries here.
-    for delay in (1, 5, 15, None):
+    if finished or type == "DELETED":  # deleted: by hand (re-created) or after its TTL (the status keeps the outcome)
+        _reconcile_retrying(namespace, body["metadata"]["labels"][MODEL_LABEL])
+
+
+def _reconcile_retrying(namespace: str, name: str, body: dict | None = None) -> None:
+    for delay in (*RETRY_DELAYS, None):
         try:
-            reconcile(_state["cluster"], _state["settings"], namespace, body["metadata"]["labels"][MODEL_LABEL])
+            reconcile(_state["cluster"], _state["settings"], namespace, name, body)
             return
         except RetryableError:
             if delay is None:
                 raise
             time.sleep(delay)
-
-
-@kopf.on.delete(*RESOURCE)
-def delete_model(body, **_) -> None:
-    clean_up(_state["cluster"], _state["settings"], body)
+            body = None  # read it again

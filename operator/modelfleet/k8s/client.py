@@ -44,6 +44,18 @@ class Cluster:
         self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status},
                                                            _preload_content=False)
 
+    def patch_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> dict | None:
+        """The updated resource, or None when it changed since `resource_version` (409) or is gone (404)."""
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        try:
+            response = self._custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch,
+                                                                   _preload_content=False)
+        except self._errors as e:
+            if e.status in (404, 409):
+                return None
+            raise
+        return json.loads(response.data)
+
     def jobs(self, namespace: str, model: str) -> list[dict]:
         selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, MODEL_LABEL: model}.items())
         # Raw JSON: the client's model classes cost more CPU than the request itself.

@@ -8,7 +8,7 @@ The node is cordoned, so worker pods stay Pending: what is measured is the opera
   cluster start        `hack/cluster.sh up` after `down` (warm), and after `down --purge` with --cold
 
 Targets: apply->Job p95 <= 1 s, operator RSS <= 200 MB.
-Usage: python bench/operator_burst.py [--count N] [--rate PER_SECOND] [--cold | --no-restart] [--json PATH]
+Usage: python bench/operator.py [--count N] [--rate PER_SECOND] [--cold | --no-restart] [--json PATH]
 """
 
 import argparse
