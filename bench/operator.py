@@ -5,6 +5,8 @@ The node is cordoned, so worker pods stay Pending: what is measured is the opera
   apply -> first Job   per resource, from the create call returning to the Job's ADDED watch event
   all reconciled       from the first create until every resource's status carries Compressing
   operator RSS         peak resident memory of the operator process, sampled every 0.2 s
+  API requests         the API server's own counters (apiserver_request_total, not WATCH), per
+                       resource applied, by verb and resource, from the first apply until all reconciled
   cluster start        `hack/cluster.sh up` after `down` (warm), and after `down --purge` with --cold
 
 Targets: apply->Job p95 <= 1 s, operator RSS <= 200 MB.
@@ -12,7 +14,9 @@ Usage: python bench/operator.py [--count N] [--rate PER_SECOND] [--cold | --no-r
 """
 
 import argparse
+import collections
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +47,18 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def api_requests(kube) -> collections.Counter:
+    """apiserver_request_total summed over response codes, keyed by `VERB resource[/subresource]`."""
+    counts: collections.Counter = collections.Counter()
+    for line in kube.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels.get("verb") != "WATCH":
+                key = f"{labels.get('verb')} {labels.get('resource')}{'/' + labels['subresource'] if labels.get('subresource') else ''}"
+                counts[key] += float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def resource(index: int) -> dict:
@@ -113,6 +129,7 @@ def main() -> int:
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
         applied[body["metadata"]["name"]] = time.monotonic()
 
+    requests_before = api_requests(kube)
     started = time.monotonic()
 
     def paced(index: int) -> None:
@@ -131,6 +148,7 @@ def main() -> int:
             break
         time.sleep(0.5)
     figures["allReconciledSeconds"] = round(time.monotonic() - started, 1)
+    requests = api_requests(kube) - requests_before
     watcher.join(timeout=60)
     done.set()
     latencies = np.array([first_job[n] - applied[n] for n in applied if n in first_job])
@@ -140,6 +158,7 @@ def main() -> int:
         "applyToJobP95Seconds": round(float(np.percentile(latencies, 95)), 3),
         "applyToJobMaxSeconds": round(float(latencies.max()), 3),
         "operatorPeakRssMb": round(peak[0], 1),
+        "apiRequestsPerResource": {key: round(n / args.count, 2) for key, n in requests.most_common(12)},
     })
     print(json.dumps(figures, indent=2))
     print("TARGETS")

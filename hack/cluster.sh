@@ -99,7 +99,8 @@ start() {
     fi
     log "starting $name"
     printf '==== %s: %s\n' "$(date -Is)" "$*" >>"$LOGS/$name.log"
-    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    # 9>&-: a caller's lock (hack/images.sh holds its build lock on fd 9) must not live on in a daemon.
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$PIDS/$name.pid"
 }
 
@@ -634,6 +635,7 @@ export PATH=$BIN:$TOOLS_BIN:\$PATH
 export MODELFLEET_CLUSTER_DIR=$RUN
 export MODELFLEET_CLUSTER_POD_LOGS=$POD_LOGS
 export MODELFLEET_CLUSTER_NODE=$NODE_NAME
+export MODELFLEET_CLUSTER_NODE_IP=$NODE_IP
 export MODELFLEET_CLUSTER_BASE_IMAGE=$BASE_IMAGE
 export CRI_CONFIG_FILE=$RUN/crictl.yaml
 EOF

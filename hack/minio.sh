@@ -2,7 +2,9 @@
 # A real MinIO (S3) for tests and for trying the s3:// artifact store, built from its Go module.
 #
 #   hack/minio.sh build                 build the pinned release unless cached; print the binary's path
-#   hack/minio.sh server DIR PORT       build if needed, then exec `minio server DIR` on 127.0.0.1:PORT
+#   hack/minio.sh server DIR PORT [HOST]
+#                                       build if needed, then exec `minio server DIR` on HOST:PORT
+#                                       (HOST defaults to 127.0.0.1)
 #
 # MinIO's release tags (RELEASE.<date>) are not semver, so the Go module proxy knows a release by
 # its pseudo-version: v0.0.0-<commit time, UTC>-<12 hex of the tagged commit>. `go install` builds
@@ -12,7 +14,8 @@
 #   ${MINIO_CACHE:-~/.cache/modelfleet}/minio-<release>/minio
 #
 # server: credentials from MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (MinIO's own variables; defaults
-# modelfleet / modelfleet-secret), console on PORT+1. It listens on loopback only.
+# modelfleet / modelfleet-secret), console on HOST:PORT+1. It listens on loopback unless HOST names
+# another local address: pods of hack/cluster.sh's node reach the host at the node IP (10.244.0.1).
 set -euo pipefail
 
 RELEASE=RELEASE.2025-09-07T16-13-09Z
@@ -62,15 +65,16 @@ case "${1:-}" in
         build
         ;;
     server)
-        [ $# -eq 3 ] || { echo "usage: $0 server DIR PORT" >&2; exit 2; }
+        [ $# -eq 3 ] || [ $# -eq 4 ] || { echo "usage: $0 server DIR PORT [HOST]" >&2; exit 2; }
+        host=${4:-127.0.0.1}
         bin=$(build)
         mkdir -p "$2"
         export MINIO_ROOT_USER=${MINIO_ROOT_USER:-modelfleet} MINIO_ROOT_PASSWORD=${MINIO_ROOT_PASSWORD:-modelfleet-secret}
         export MINIO_BROWSER=${MINIO_BROWSER:-off} MINIO_UPDATE=off
-        exec "$bin" server "$2" --address "127.0.0.1:$3" --console-address "127.0.0.1:$(($3 + 1))" --quiet
+        exec "$bin" server "$2" --address "$host:$3" --console-address "$host:$(($3 + 1))" --quiet
         ;;
     *)
-        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

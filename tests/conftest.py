@@ -64,11 +64,11 @@ def digits_manifest(digits_data, tmp_path):
 # 127.0.0.1. Production servers use NVIDIA's C++ onnxruntime backend; nothing here is shipped.
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -143,20 +143,22 @@ def digits_result(digits_data, tmp_path_factory) -> Path:
 
 # --- a real MinIO (S3) ----------------------------------------------------------------------------
 # hack/minio.sh builds github.com/minio/minio (a pinned release) from the Go module proxy on first use
-# (several minutes; cached under ~/.cache/modelfleet) and serves a directory on a loopback port.
+# (several minutes; cached under ~/.cache/modelfleet) and serves a directory on a loopback port, or
+# on another local address (the cluster's node IP, for pods).
 
 
 class MinioProcess(ServerProcess):
-    """`minio server` on 127.0.0.1 with a bucket `bucket`; `env` holds what boto3 needs to reach it."""
+    """`minio server` on `host` (loopback unless told) with a bucket `bucket`; `env` holds what boto3
+    needs to reach it."""
 
-    def __init__(self, directory: Path, bucket: str = "modelfleet"):
-        port = free_port()
-        self.endpoint = f"http://127.0.0.1:{port}"
+    def __init__(self, directory: Path, bucket: str = "modelfleet", host: str = "127.0.0.1"):
+        port = free_port(host)
+        self.endpoint = f"http://{host}:{port}"
         self.bucket = bucket
         self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "modelfleet",
                     "AWS_SECRET_ACCESS_KEY": "modelfleet-secret", "AWS_DEFAULT_REGION": "us-east-1"}
         # The first call builds MinIO from source (minutes).
-        self._start(["bash", str(REPO / "hack/minio.sh"), "server", str(directory / "data"), str(port)],
+        self._start(["bash", str(REPO / "hack/minio.sh"), "server", str(directory / "data"), str(port), host],
                     directory / "minio.log", f"{self.endpoint}/minio/health/ready", timeout_s=1800,
                     env={**os.environ, "MINIO_ROOT_USER": self.env["AWS_ACCESS_KEY_ID"],
                          "MINIO_ROOT_PASSWORD": self.env["AWS_SECRET_ACCESS_KEY"]})
@@ -220,7 +222,8 @@ def kube() -> KubeCluster:
 
 @pytest.fixture
 def namespace(kube, request) -> str:
-    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    """A fresh namespace per test, deleted afterwards: its CompressedModels first, while an operator
+    still runs to release their finalizers, then the namespace (without waiting)."""
     import re
     import uuid
 
@@ -230,22 +233,30 @@ def namespace(kube, request) -> str:
     core = client.CoreV1Api(kube.api)
     core.create_namespace({"metadata": {"name": name, "labels": {"modelfleet.io/test": "true"}}})
     yield name
+    delete_models(kube, name)
     core.delete_namespace(name)
+
+
+def delete_models(kube: "KubeCluster", namespace: str, timeout: float = 60) -> None:
+    """Delete every CompressedModel in `namespace` and wait until they are gone (finalizers released)."""
+    kube.kubectl("delete", "compressedmodels.modelfleet.io", "--all", "-n", namespace, "--wait=true",
+                 f"--timeout={timeout:.0f}s", check=False)
 
 
 class OperatorProcess:
     """`modelfleet operator` as a separate process, authenticated with a token of the operator's own
     ServiceAccount (deploy/operator-rbac.yaml), so every test proves that role suffices."""
 
-    def __init__(self, kubeconfig: Path, env: dict[str, str], log: Path):
-        self.kubeconfig, self.env, self.log = kubeconfig, env, log
+    def __init__(self, kubeconfig: Path, env: dict[str, str], log: Path, namespace: str | None = None):
+        self.kubeconfig, self.env, self.log, self.namespace = kubeconfig, env, log, namespace
         self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
         port = free_port()
         self._out = open(self.log, "ab")
+        scope = ["-n", self.namespace] if self.namespace else []  # default: every namespace
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "modelfleet.cli", "operator", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+            [sys.executable, "-m", "modelfleet.cli", "operator", *scope, "--liveness", f"http://127.0.0.1:{port}/healthz"],
             env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}, stdout=self._out,
             stderr=subprocess.STDOUT)
 
@@ -310,3 +321,12 @@ def operator(kube, worker_image, artifact_root, tmp_path_factory):
     yield process
     if process.alive():
         process.kill(15)
+
+
+@pytest.fixture(scope="session")
+def cluster_minio(kube, tmp_path_factory) -> MinioProcess:
+    """MinIO for pods: it listens on the node IP (the pod bridge's gateway address, local to this
+    machine), which pods and host processes such as the operator both reach."""
+    server = MinioProcess(tmp_path_factory.mktemp("cluster-minio"), host=kube.env["MODELFLEET_CLUSTER_NODE_IP"])
+    yield server
+    server.stop()

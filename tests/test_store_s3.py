@@ -46,8 +46,9 @@ def test_missing_key_or_bucket_and_refused_credentials_are_permanent_and_say_so(
         fetch("s3://no-such-bucket/model.pt", tmp_path)
     assert no_bucket.value.reason == "SourceNotFound"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    with pytest.raises(SourceError, match=r"S3 refused: SignatureDoesNotMatch"):
+    with pytest.raises(SourceError, match=r"S3 denied access \(SignatureDoesNotMatch.*check the S3 credentials") as denied:
         fetch("s3://modelfleet/inputs/digits/model.pt", tmp_path)
+    assert denied.value.reason == "AccessDenied"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -162,6 +163,22 @@ def test_run_fails_cleanly_when_an_s3_input_is_missing(minio_env, digits_data, t
     manifest.write_text(yaml.safe_dump(digits_example(digits_data, FAST | {"source": {"uri": "s3://modelfleet/none.pt"}})))
     assert main(["worker", "compress", "-f", str(manifest), "-o", "s3://modelfleet/runs/missing", "-q"]) == 4
     assert keys(minio_env, "runs/missing/") == {}
+
+
+def test_wrong_credentials_fail_the_worker_before_the_pipeline_runs(minio_env, digits_data, tmp_path, monkeypatch,
+                                                                    capsys):
+    manifest = tmp_path / "digits.yaml"
+    manifest.write_text(yaml.safe_dump(digits_example(digits_data, FAST)))
+    s3.check_writable("s3://modelfleet/runs/checked")  # right credentials: passes, and leaves nothing
+    assert keys(minio_env, "runs/checked/") == {}
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    assert main(["worker", "compress", "-f", str(manifest), "-o", "s3://modelfleet/runs/denied"]) == 2
+    err = capsys.readouterr().err
+    assert "s3://modelfleet/runs/denied: S3 denied access" in err and "check the S3 credentials" in err
+    assert " fetch " not in err and " data " not in err  # refused before the first pipeline step
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio_env.env["AWS_SECRET_ACCESS_KEY"])
+    assert main(["worker", "compress", "-f", str(manifest), "-o", "s3://no-such-bucket/runs", "-q"]) == 2
+    assert "no such bucket" in capsys.readouterr().err
 
 
 def test_publish_triton_from_an_s3_result_writes_the_publication_back(s3_run, minio_env, tmp_path):

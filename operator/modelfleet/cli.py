@@ -115,10 +115,13 @@ def _compress(args, directory: Path):
 
     model = load_manifest(args.filename)
     progress = Progress(enabled=not args.quiet)
+    if isinstance(args.output, str):
+        from modelfleet.store import s3
+
+        s3.check_writable(args.output)  # refused credentials fail now, not after the whole run
     result = compress(model, directory, manifest_dir(args.filename), progress)
     if isinstance(args.output, str):  # built locally; now the artifacts, then result.json (the commit marker)
         from modelfleet.pipeline.run import RESULT_FILE
-        from modelfleet.store import s3
 
         written = s3.put_directory(directory, args.output, commit_marker=RESULT_FILE)
         progress.step("upload", f"{len(written)} objects -> {args.output}/ ({RESULT_FILE} last)")

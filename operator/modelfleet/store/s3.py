@@ -10,6 +10,7 @@ Results are uploaded with `result.json` last: readers take its presence as the c
 interrupted upload never leaves a result.json naming files that are not there.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -28,10 +29,15 @@ _SHA256_METADATA = "sha256"  # x-amz-meta-sha256: lets a re-upload skip objects 
 _MISSING = ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
 _RETRYABLE = ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
               "ServiceUnavailable", "InternalError", "XMinioServerNotInitialized")
+# Wrong or missing rights; a HEAD request's 403 carries no code at all, hence the status check too.
+_DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "403")
+_CREDENTIALS_HINT = ("check the S3 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; in a cluster the Secret "
+                     "named by MODELFLEET_ARTIFACTS_SECRET or targets.triton.credentialsSecret) and their rights")
+_WRITE_CHECK = ".modelfleet-write-check"
 _client_lock = threading.Lock()
 _clients: dict[tuple, object] = {}
 
-__all__ = ["SCHEME", "S3Location", "client", "delete_prefix", "download", "errors", "fetch", "parse", "put_directory",
+__all__ = ["SCHEME", "S3Location", "check_writable", "client", "delete_prefix", "download", "errors", "fetch", "parse", "put_directory",
            "put_file", "read_text"]
 
 
@@ -89,6 +95,9 @@ def errors(subject: str, permanent: type[PermanentError] = PermanentError, missi
         if code in _MISSING:
             what = "no such bucket" if code == "NoSuchBucket" else "no such object"
             raise permanent(f"{subject}: {what} ({code}: {text})", reason=missing_reason) from e
+        if status == 403 or code in _DENIED:
+            raise permanent(f"{subject}: S3 denied access ({code or status}: {text}): {_CREDENTIALS_HINT}",
+                            reason="AccessDenied") from e
         raise permanent(f"{subject}: S3 refused: {code}: {text}") from e
     except NoCredentialsError as e:
         raise permanent(f"{subject}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from e
@@ -142,6 +151,16 @@ def put_file(path: Path, uri: str, subject: str | None = None) -> None:
     location = parse(uri)
     with errors(subject or uri):
         _put(path, location, sha256_file(path))
+
+
+def check_writable(uri: str) -> None:
+    """Write (and remove) a small dot-object under the prefix `uri`: wrong credentials or a missing
+    bucket then fail in seconds, before a pipeline run whose upload they would refuse."""
+    location = parse(uri).child(_WRITE_CHECK)
+    with errors(uri, missing_reason="NoSuchBucket"):
+        client().put_object(Bucket=location.bucket, Key=location.key, Body=b"")
+    with contextlib.suppress(Exception):  # a write-only policy may not allow deletes; readers skip dot-objects
+        client().delete_object(Bucket=location.bucket, Key=location.key)
 
 
 def put_directory(directory: Path, uri: str, commit_marker: str = "result.json") -> list[str]:
