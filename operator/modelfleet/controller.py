@@ -36,6 +36,9 @@ RESULT_FILE = "result.json"
 PUBLICATION_FILE = "triton-publication.json"
 log = logging.getLogger("modelfleet.controller")
 _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+# resourceVersions our own latest writes (finalizer, status) produced, per resource: kopf delivers
+# every watch event in order, and the intermediate ones echo those writes, with nothing new to do.
+_own_versions: dict[tuple[str, str], set[str]] = {}
 
 
 def settings_from_env() -> OperatorSettings:
@@ -51,8 +54,15 @@ def settings_from_env() -> OperatorSettings:
     )
 
 
-def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, body: dict | None = None) -> None:
-    """`body`, when the caller has a fresh one (the resource's own watch event), saves a read."""
+def echoes_own_write(body: dict) -> bool:
+    meta = body["metadata"]
+    return meta.get("resourceVersion") in _own_versions.get((meta["namespace"], meta["name"]), ())
+
+
+def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, body: dict | None = None,
+              jobs: list[dict] | None = None) -> None:
+    """`body`, when the caller has a fresh one (the resource's own watch event), saves a read; so do
+    `jobs`, the resource's Jobs as the operator's Job watch knows them (otherwise they are listed)."""
     started = time.monotonic()
     with _locks[(namespace, name)]:  # a resource event and a Job event may arrive together
         body = body or cluster.get_model(namespace, name)
@@ -63,23 +73,24 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name
                 clean_up(cluster, settings, body)
                 _update_finalizers(cluster, body, without_finalizer)
             _locks.pop((namespace, name), None)
+            _own_versions.pop((namespace, name), None)
             return
-        ready = _reconcile(cluster, settings, body)
+        ready = _reconcile(cluster, settings, body, cluster.jobs(namespace, name) if jobs is None else jobs)
     log.info("reconciled %s/%s in %.0f ms: Ready=%s", namespace, name, (time.monotonic() - started) * 1000, ready)
 
 
-def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict) -> str:
+def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: list[dict]) -> str:
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     status = _status(body)
     try:
         model = CompressedModel.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     except ValidationError as e:  # the CRD schema should have refused it; say why rather than crash
-        return _write(cluster, body, status, decide_invalid(format_validation_error(e)), generation)
+        return _write(cluster, body, status, decide_invalid(format_validation_error(e)), generation)[0]
     digest = spec_hash(model)
     output = result_uri(settings, namespace, name, digest)
     current = {}
-    for job in cluster.jobs(namespace, name):
+    for job in jobs:
         labels = job["metadata"].get("labels", {})
         if labels.get(HASH_LABEL) == digest:
             current[labels.get(STAGE_LABEL)] = job
@@ -93,8 +104,13 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict) -> str:
             cluster.event(body, "Normal", "JobCreated", f"{stage} Job {job['metadata']['name']} created")
     # After the first Job, not before it: that Job is owned by the resource, so if the resource is
     # deleted in between, the garbage collector removes it.
+    before = meta["resourceVersion"]
     body = _update_finalizers(cluster, body, with_finalizer)
-    return _write(cluster, body, status, decision, generation)
+    written = {body["metadata"]["resourceVersion"]} - {before}
+    ready, version = _write(cluster, body, status, decision, generation)
+    if written or version:
+        _own_versions[(namespace, name)] = written | ({version} if version else set())
+    return ready
 
 
 def _update_finalizers(cluster: Cluster, body: dict, change) -> dict:
@@ -159,8 +175,10 @@ def decide_invalid(message: str) -> Decision:
     return Decision([Wanted("SpecValid", "False", "InvalidSpec", message), Wanted("Ready", "False", "InvalidSpec", message)])
 
 
-def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision: Decision, generation: int | None) -> str:
-    """Patch the status, post an Event per changed condition; returns the Ready condition's status."""
+def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision: Decision,
+           generation: int | None) -> tuple[str, str | None]:
+    """Patch the status, post an Event per changed condition; returns the Ready condition's status and
+    the resourceVersion the patch produced (None when the status did not change)."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     conditions, changed = merge_conditions(status.conditions, decision.conditions, generation, now)
     patch = {"observedGeneration": generation,
@@ -168,13 +186,13 @@ def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision
     if decision.artifacts is not None:
         patch["artifacts"] = [a.model_dump(mode="json", by_alias=True) for a in decision.artifacts]
         patch["evaluation"] = decision.evaluation.model_dump(mode="json", by_alias=True, exclude_none=True)
-    current = body.get("status") or {}
-    if any(current.get(key) != value for key, value in patch.items()):  # our own writes come back as events
-        cluster.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
+    current, version = body.get("status") or {}, None
+    if any(current.get(key) != value for key, value in patch.items()):
+        version = cluster.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
     for condition in filter(noteworthy, changed):
         cluster.event(body, event_type(condition), condition.reason,
                       f"{condition.type}={condition.status}: {condition.message}".rstrip(": "))
-    return next((c.status for c in conditions if c.type == "Ready"), "Unknown")
+    return next((c.status for c in conditions if c.type == "Ready"), "Unknown"), version
 
 
 def clean_up(cluster: Cluster, settings: OperatorSettings, body: dict) -> None:

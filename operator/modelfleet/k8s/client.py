@@ -21,7 +21,7 @@ class Cluster:
             except config.ConfigException:
                 config.load_kube_config()
             configuration = client.Configuration.get_default_copy()
-            configuration.connection_pool_maxsize = 32  # above kopf's handler threads: no reconnect storms
+            configuration.connection_pool_maxsize = 64  # above the handler threads (48): no reconnect storms
             api_client = client.ApiClient(configuration)
         self._api = api_client
         self._custom = client.CustomObjectsApi(api_client)
@@ -40,9 +40,11 @@ class Cluster:
                 return None
             raise
 
-    def patch_status(self, namespace: str, name: str, status: dict) -> None:
-        self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status},
-                                                           _preload_content=False)
+    def patch_status(self, namespace: str, name: str, status: dict) -> str:
+        """The resourceVersion the patch produced."""
+        response = self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                                      {"status": status}, _preload_content=False)
+        return json.loads(response.data)["metadata"]["resourceVersion"]
 
     def patch_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> dict | None:
         """The updated resource, or None when it changed since `resource_version` (409) or is gone (404)."""

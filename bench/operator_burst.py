@@ -5,17 +5,19 @@ The node is cordoned, so worker pods stay Pending: what is measured is the opera
   apply -> first Job   per resource, from the create call returning to the Job's ADDED watch event
   all reconciled       from the first create until every resource's status carries Compressing
   operator RSS         peak resident memory of the operator process, sampled every 0.2 s
+  CPU seconds          used by the operator, this script and each control-plane process meanwhile
   API requests         the API server's own counters (apiserver_request_total, not WATCH), per
                        resource applied, by verb and resource, from the first apply until all reconciled
   cluster start        `hack/cluster.sh up` after `down` (warm), and after `down --purge` with --cold
 
 Targets: apply->Job p95 <= 1 s, operator RSS <= 200 MB.
-Usage: python bench/operator.py [--count N] [--rate PER_SECOND] [--cold | --no-restart] [--json PATH]
+Usage: python bench/operator_burst.py [--count N] [--rate PER_SECOND] [--cold | --no-restart] [--json PATH]
 """
 
 import argparse
 import collections
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,6 +49,23 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def processes(operator_pid: int) -> dict[str, int]:
+    found = {"operator": operator_pid, "benchmark": os.getpid()}
+    for name in CONTROL_PLANE:
+        pids = subprocess.run(["pgrep", "-x", name[:15]], capture_output=True, text=True).stdout.split()
+        if pids:
+            found[name] = int(pids[0])
+    return found
 
 
 def api_requests(kube) -> collections.Counter:
@@ -130,6 +149,8 @@ def main() -> int:
         applied[body["metadata"]["name"]] = time.monotonic()
 
     requests_before = api_requests(kube)
+    watched = processes(operator._process.pid)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
     started = time.monotonic()
 
     def paced(index: int) -> None:
@@ -149,6 +170,7 @@ def main() -> int:
         time.sleep(0.5)
     figures["allReconciledSeconds"] = round(time.monotonic() - started, 1)
     requests = api_requests(kube) - requests_before
+    cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in watched.items()}
     watcher.join(timeout=60)
     done.set()
     latencies = np.array([first_job[n] - applied[n] for n in applied if n in first_job])
@@ -158,6 +180,7 @@ def main() -> int:
         "applyToJobP95Seconds": round(float(np.percentile(latencies, 95)), 3),
         "applyToJobMaxSeconds": round(float(latencies.max()), 3),
         "operatorPeakRssMb": round(peak[0], 1),
+        "cpuSeconds": cpu,
         "apiRequestsPerResource": {key: round(n / args.count, 2) for key, n in requests.most_common(12)},
     })
     print(json.dumps(figures, indent=2))
