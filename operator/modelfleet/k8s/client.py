@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import logging
 from typing import Any
 
 from modelfleet.api.compressedmodel import API_VERSION, GROUP, VERSION
@@ -9,6 +10,7 @@ from modelfleet.domain.plan import CONTAINER, MANAGED_BY, MODEL_LABEL
 from modelfleet.domain.status import JobState
 
 PLURAL = "compressedmodels"
+log = logging.getLogger("modelfleet.k8s")
 
 
 class Cluster:
@@ -70,7 +72,7 @@ class Cluster:
             self._batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest, _preload_content=False)
             return True
         except self._errors as e:
-            if e.status == 409:
+            if e.status == 409 or _namespace_terminating(e):  # exists; or its resource is going away too
                 return False
             raise
 
@@ -111,11 +113,19 @@ class Cluster:
     def event(self, model: dict, kind: str, reason: str, message: str) -> None:
         meta = model["metadata"]
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._core.create_namespaced_event(meta["namespace"], {
+        event = {
             "metadata": {"generateName": f"{meta['name']}."},
             "involvedObject": {"apiVersion": API_VERSION, "kind": "CompressedModel", "name": meta["name"],
                                "namespace": meta["namespace"], "uid": meta["uid"]},
             "reason": reason, "message": message[:1024], "type": kind, "count": 1,
             "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "modelfleet-operator"},
             "reportingComponent": "modelfleet.io/operator", "reportingInstance": "modelfleet-operator",
-        }, _preload_content=False)
+        }
+        try:
+            self._core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+        except self._errors as e:  # Events are best effort (as for Kubernetes' own recorders): the status has it all
+            log.warning("event %s on %s/%s not posted: %s %s", reason, meta["namespace"], meta["name"], e.status, e.reason)
+
+
+def _namespace_terminating(error) -> bool:
+    return error.status == 403 and "NamespaceTerminating" in (error.body or "")
