@@ -213,6 +213,20 @@ def test_deletion_removes_jobs_and_honours_the_artifact_policy(kube, namespace, 
     assert body["metadata"]["finalizers"] == ["modelfleet.io/cleanup"]
 
 
+def test_a_running_job_deleted_by_hand_is_created_again(kube, namespace, claim, inputs, operator):
+    create(kube, namespace, resource(inputs, changes={"targets": {"edge": []}}))
+    deadline = time.monotonic() + 60
+    while not jobs(kube, namespace) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    [first] = jobs(kube, namespace)
+    client.BatchV1Api(kube.api).delete_namespaced_job(first.metadata.name, namespace, propagation_policy="Foreground")
+    body = wait_for(kube, namespace, "digits", "Ready", "True")
+    [second] = jobs(kube, namespace)
+    assert second.metadata.name == first.metadata.name and second.metadata.uid != first.metadata.uid
+    assert second.status.succeeded == 1
+    assert conditions(body)["Compressed"]["status"] == "True"
+
+
 def test_a_job_removed_after_its_ttl_is_not_run_again_even_after_a_restart(kube, namespace, claim, inputs,
                                                                              operator):
     create(kube, namespace, resource(inputs, changes={"targets": {"edge": []}, "worker": {"ttlSecondsAfterFinished": 0}}))
