@@ -1,6 +1,7 @@
 """The `modelfleet` command line."""
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument("-n", "--namespace", action="append",
                           help="watch only this namespace (repeatable); default: every namespace")
     operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
+    operator.add_argument("-v", "--verbose", action="store_true",
+                          help="also log kopf's line for every handled watch event (several per resource)")
     operator.set_defaults(handler=_operator)
 
     validate = commands.add_parser("validate", help="check a CompressedModel manifest without running anything")
@@ -214,6 +217,8 @@ def _operator(args) -> int:
     import modelfleet.handlers.compressedmodel  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=False)
+    if not args.verbose:  # "Handler ... succeeded" for every Job and resource event: noise, and CPU under a burst
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or [],
              liveness_endpoint=args.liveness)
     return 0
