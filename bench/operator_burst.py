@@ -1,10 +1,12 @@
 """The operator under a burst of 1,000 CompressedModels on the real control plane (hack/cluster.sh).
 
-The node is cordoned, so worker pods stay Pending: what is measured is the operator's own work.
+The operator runs as installed (deploy/operator.yaml, the operator image); the node is cordoned once
+its pod runs, so worker pods stay Pending: what is measured is the operator's own work.
 
   apply -> first Job   per resource, from the create call returning to the Job's ADDED watch event
   all reconciled       from the first create until every resource's status carries Compressing
-  operator RSS         peak resident memory of the operator process, sampled every 0.2 s
+  operator RSS         peak resident memory of the operator's process (its container's, found
+                       through the CRI), sampled every 0.2 s
   CPU seconds          used by the operator, this script and each control-plane process meanwhile
   API requests         the API server's own counters (apiserver_request_total, not WATCH), per
                        resource applied, by verb and resource, from the first apply until all reconciled
@@ -31,7 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import KubeCluster, OperatorProcess, cluster_env, digits_example, token_kubeconfig  # noqa: E402
+from conftest import (KubeCluster, OperatorDeployment, cluster_env, digits_example, node_image,  # noqa: E402
+                      store_claim)
 
 NAMESPACE = "modelfleet-bench"
 GROUP, VERSION, PLURAL = "modelfleet.io", "v1alpha1", "compressedmodels"
@@ -57,6 +60,15 @@ CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-sche
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def container_pid(kube: KubeCluster, pod: str) -> int:
+    """The host pid of the pod's first container (this machine is the node)."""
+    env = {**os.environ, "PATH": kube.env["PATH"], "CRI_CONFIG_FILE": kube.env["CRI_CONFIG_FILE"]}
+    [container] = subprocess.run(["crictl", "ps", "-q", "--label", f"io.kubernetes.pod.name={pod}"], env=env,
+                                 check=True, capture_output=True, text=True).stdout.split()
+    info = subprocess.run(["crictl", "inspect", container], env=env, check=True, capture_output=True, text=True).stdout
+    return int(json.loads(info)["info"]["pid"])
 
 
 def processes(operator_pid: int) -> dict[str, int]:
@@ -106,16 +118,19 @@ def main() -> int:
     kube = KubeCluster(cluster_env())
     from kubernetes import client, watch
 
-    kube.kubectl("cordon", kube.env["MODELFLEET_CLUSTER_NODE"])
-    kube.kubectl("create", "namespace", "modelfleet-system", check=False)
     kube.kubectl("apply", "-f", str(ROOT / "deploy/operator-rbac.yaml"))
     kube.kubectl("delete", "namespace", NAMESPACE, "--wait=true", check=False)
     kube.kubectl("create", "namespace", NAMESPACE)
     workdir = Path(tempfile.mkdtemp(prefix="modelfleet-bench-operator-"))
-    operator = OperatorProcess(token_kubeconfig(kube, "modelfleet-operator", "modelfleet-system", workdir / "kubeconfig"),
-                               {"MODELFLEET_WORKER_IMAGE": "modelfleet/worker:bench", "MODELFLEET_ARTIFACTS":
-                                "pvc://modelfleet/results", "MODELFLEET_PVC_ROOT": str(workdir)}, workdir / "operator.log")
-    operator.start()
+    (workdir / "modelfleet").mkdir()
+    operator = OperatorDeployment(kube, node_image("operator"), {
+        "MODELFLEET_WORKER_IMAGE": "modelfleet/worker:bench", "MODELFLEET_ARTIFACTS": "pvc://modelfleet/results"},
+        name="modelfleet-operator-bench")
+    operator.delete()
+    store_claim(kube, workdir)
+    operator.apply()
+    kube.kubectl("cordon", kube.env["MODELFLEET_CLUSTER_NODE"])  # after the operator's own pod started
+    operator_pid = container_pid(kube, operator.pod)
     time.sleep(3)  # kopf's watches are up
     applied: dict[str, float] = {}
     first_job: dict[str, float] = {}
@@ -135,7 +150,7 @@ def main() -> int:
 
     def sample_rss() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], rss_mb(operator._process.pid))
+            peak[0] = max(peak[0], rss_mb(operator_pid))
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch_jobs, daemon=True)
@@ -150,7 +165,7 @@ def main() -> int:
         applied[body["metadata"]["name"]] = time.monotonic()
 
     requests_before = api_requests(kube)
-    watched = processes(operator._process.pid)
+    watched = processes(operator_pid)
     cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
     started = time.monotonic()
 
@@ -192,7 +207,7 @@ def main() -> int:
           f"{figures['operatorPeakRssMb']:.0f} MB")
     # Clean up while the operator still runs: it removes its finalizers.
     kube.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=600s", check=False)
-    operator.kill(15)
+    operator.delete()
     kube.kubectl("uncordon", kube.env["MODELFLEET_CLUSTER_NODE"])
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

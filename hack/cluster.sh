@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes on this machine, for the tests, CI and people
 # trying modelfleet: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, a dedicated containerd and a kubelet, all as plain processes.
+# kube-scheduler, a dedicated containerd, a kubelet, kube-proxy and CoreDNS,
+# all as plain processes.
 #
 #   hack/cluster.sh up              build what is missing, start everything, apply crds/
 #   hack/cluster.sh down [--purge]  stop everything, remove pods; --purge also drops
@@ -20,11 +21,13 @@ HACK=$ROOT/hack/cluster
 K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$HACK/go.mod")
 CNI_VERSION=v1.8.0   # github.com/containernetworking/plugins
 CRICTL_VERSION=v1.34.0   # sigs.k8s.io/cri-tools
+COREDNS_VERSION=v1.14.7  # github.com/coredns/coredns
 
 CACHE=${MODELFLEET_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelfleet/cluster}
 BIN=$CACHE/$K8S_VERSION/bin
 CNI_BIN=$CACHE/cni-$CNI_VERSION/bin
 TOOLS_BIN=$CACHE/crictl-$CRICTL_VERSION/bin
+COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/bin
 RUN=${MODELFLEET_CLUSTER_DIR:-/var/lib/modelfleet-cluster}
 PKI=$RUN/pki
 LOGS=$RUN/logs
@@ -41,16 +44,24 @@ POD_CIDR=10.244.0.0/16
 NODE_IP=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
+DNS_SERVICE_IP=10.96.0.10
+CLUSTER_DOMAIN=cluster.local
 ETCD_PORT=12379
 ETCD_PEER_PORT=12380
 APISERVER_PORT=6443
+# The API server listens on the node IP only: pods reach it there (Service kubernetes), and so does
+# this machine; nothing outside it does.
+APISERVER_URL=https://$NODE_IP:$APISERVER_PORT
+KUBE_PROXY_HEALTHZ=127.0.0.1:10256
+COREDNS_HEALTH=127.0.0.1:10054
+COREDNS_READY=127.0.0.1:10181
 PAUSE_IMAGE=modelfleet/pause:1
 BASE_IMAGE=modelfleet/base:bookworm-1
 
-K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 CNI_PLUGINS=(bridge host-local loopback portmap firewall)
 # Start order (down stops kubelet, removes the pods, then stops the rest).
-COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns)
 
 export PATH=$BIN:$TOOLS_BIN:/usr/local/sbin:/usr/sbin:/sbin:$PATH
 
@@ -90,18 +101,23 @@ wait_for() {
     done
 }
 
-# start NAME COMMAND...: run in its own session, log to $LOGS/NAME.log.
+# start NAME COMMAND...: run in its own session, log to $LOGS/NAME.log. One that runs with
+# another command line (an older hack/cluster.sh started it) is restarted with this one.
 start() {
-    local name=$1
+    local name=$1 args
     shift
+    args=$(printf '%q ' "$@")
     if running "$name"; then
-        return 0
+        [ "$(cat "$PIDS/$name.args" 2>/dev/null)" = "$args" ] && return 0
+        log "restarting $name: its command line changed"
+        stop "$name"
     fi
     log "starting $name"
     printf '==== %s: %s\n' "$(date -Is)" "$*" >>"$LOGS/$name.log"
     # 9>&-: a caller's lock (hack/images.sh holds its build lock on fd 9) must not live on in a daemon.
     setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$PIDS/$name.pid"
+    printf '%s' "$args" >"$PIDS/$name.args"
 }
 
 # stop NAME...: SIGTERM to all of them at once, SIGKILL to what is left after 15s.
@@ -126,7 +142,7 @@ stop() {
             log "$name did not stop in 15s; killing it"
             kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$PIDS/$name.pid"
+        rm -f "$PIDS/$name.pid" "$PIDS/$name.args"
     done
 }
 
@@ -172,24 +188,24 @@ run_with_progress() {
 
 ensure_binaries() {
     command -v go >/dev/null || die "Go is needed to build Kubernetes (https://go.dev/dl)"
-    local missing=0 c
-    for c in "${K8S_COMMANDS[@]}"; do [ -x "$BIN/$c" ] || missing=1; done
-    if [ "$missing" = 1 ]; then
+    local missing=() c
+    for c in "${K8S_COMMANDS[@]}"; do [ -x "$BIN/$c" ] || missing+=("$c"); done
+    if [ "${#missing[@]}" -gt 0 ]; then
         mkdir -p "$BIN"
         local pkgs=() v=${K8S_VERSION#v}
-        for c in "${K8S_COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+        for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
         local ldflags="-s -w"
         for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
             ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=${v%%.*}"
             ldflags+=" -X $p.gitMinor=$(cut -d. -f2 <<<"$v") -X $p.gitTreeState=clean"
         done
-        log "building Kubernetes $K8S_VERSION (${K8S_COMMANDS[*]}); cold: ~6 min on 2 cores, warm: seconds"
+        log "building Kubernetes $K8S_VERSION (${missing[*]}); cold: ~9 min on 2 cores, warm: seconds"
         run_with_progress "go build kubernetes" "$CACHE/build-$K8S_VERSION.log" \
             env -C "$HACK" CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$BIN/" "${pkgs[@]}"
     fi
-    missing=0
-    for c in "${CNI_PLUGINS[@]}"; do [ -x "$CNI_BIN/$c" ] || missing=1; done
-    if [ "$missing" = 1 ]; then
+    missing=()
+    for c in "${CNI_PLUGINS[@]}"; do [ -x "$CNI_BIN/$c" ] || missing+=("$c"); done
+    if [ "${#missing[@]}" -gt 0 ]; then
         mkdir -p "$CNI_BIN"
         local pkgs=()
         for c in "${CNI_PLUGINS[@]}"; do
@@ -209,6 +225,13 @@ ensure_binaries() {
         run_with_progress "go install crictl" "$CACHE/build-crictl-$CRICTL_VERSION.log" \
             env -C /tmp GOBIN="$TOOLS_BIN" CGO_ENABLED=0 GOFLAGS= go install -ldflags "-s -w" \
             "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+    fi
+    if [ ! -x "$COREDNS_BIN/coredns" ]; then
+        mkdir -p "$COREDNS_BIN"
+        log "building CoreDNS $COREDNS_VERSION; cold: ~4 min on 2 cores"
+        run_with_progress "go install coredns" "$CACHE/build-coredns-$COREDNS_VERSION.log" \
+            env -C /tmp GOBIN="$COREDNS_BIN" CGO_ENABLED=0 GOFLAGS= go install -ldflags "-s -w" \
+            "github.com/coredns/coredns@$COREDNS_VERSION"
     fi
 }
 
@@ -318,6 +341,10 @@ ensure_pki() {
     cert scheduler system:kube-scheduler ""
     cert kubelet "system:node:$NODE_NAME" system:nodes
     cert kubelet-serving "system:node:$NODE_NAME" system:nodes "DNS:$NODE_NAME,IP:$NODE_IP"
+    # The bootstrap ClusterRoleBinding system:node-proxier gives user system:kube-proxy its rights;
+    # cluster_addons gives system:coredns its.
+    cert kube-proxy system:kube-proxy ""
+    cert coredns system:coredns ""
     if [ ! -s "$PKI/sa.key" ]; then
         openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
         openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -325,9 +352,11 @@ ensure_pki() {
     chmod 600 "$PKI"/*.key
 }
 
+# kubeconfig FILE USER: one for USER's certificate; written again when it names another server (an
+# older hack/cluster.sh's API server listened on loopback).
 kubeconfig() {
-    local file=$1 user=$2 server=${3:-https://127.0.0.1:$APISERVER_PORT}
-    [ -s "$file" ] && return 0
+    local file=$1 user=$2 server=$APISERVER_URL
+    [ -s "$file" ] && grep -qF "server: $server" "$file" && return 0
     local kc=(kubectl --kubeconfig "$file.tmp" config)
     rm -f "$file.tmp"
     "${kc[@]}" set-cluster modelfleet --server "$server" --certificate-authority "$PKI/ca.crt" --embed-certs >/dev/null
@@ -346,6 +375,8 @@ write_configs() {
     kubeconfig "$RUN/controller-manager.kubeconfig" controller-manager
     kubeconfig "$RUN/scheduler.kubeconfig" scheduler
     kubeconfig "$RUN/kubelet.kubeconfig" kubelet
+    kubeconfig "$RUN/kube-proxy.kubeconfig" kube-proxy
+    kubeconfig "$RUN/coredns.kubeconfig" coredns
 
     printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' \
         "$CONTAINERD_SOCK" "$CONTAINERD_SOCK" >"$RUN/crictl.yaml"
@@ -432,7 +463,8 @@ containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$DNS_SERVICE_IP]
 podLogsDir: $POD_LOGS
 # Images come from 'load-image', never from a registry: never garbage-collect them.
 imageGCHighThresholdPercent: 100
@@ -445,6 +477,47 @@ evictionHard:
   imagefs.available: 512Mi
   nodefs.inodesFree: 1%
 EOF
+
+    cat >"$RUN/kube-proxy.yaml" <<EOF
+# Generated by hack/cluster.sh
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection:
+  kubeconfig: $RUN/kube-proxy.kubeconfig
+hostnameOverride: $NODE_NAME
+bindAddress: $NODE_IP
+clusterCIDR: $POD_CIDR
+healthzBindAddress: $KUBE_PROXY_HEALTHZ
+metricsBindAddress: 127.0.0.1:10249
+# NodePorts only on the bridge's address, which exists only inside this machine.
+nodePortAddresses: [$NODE_IP/32]
+# This sandbox forbids raising nf_conntrack_max: keep the host's conntrack settings.
+conntrack:
+  maxPerCore: 0
+  min: 0
+EOF
+
+    mkdir -p "$RUN/coredns"
+    cat >"$RUN/coredns/Corefile" <<EOF
+# Generated by hack/cluster.sh: the cluster's DNS on the node IP, behind Service kube-dns ($DNS_SERVICE_IP).
+.:53 {
+    bind $NODE_IP
+    errors
+    health $COREDNS_HEALTH
+    ready $COREDNS_READY
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $RUN/coredns.kubeconfig modelfleet
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    forward . /etc/resolv.conf
+    cache 30
+    loop
+    loadbalance
+}
+EOF
 }
 
 # ---------------------------------------------------------------- the node's network
@@ -456,6 +529,11 @@ ensure_network() {
     ip -4 addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
     ip link set "$BRIDGE" up
     sysctl -qw net.ipv4.ip_forward=1 || true
+    # Bridged traffic through iptables: a reply from one pod to another that reached it through a
+    # Service (DNAT) must be un-NATed, though it never leaves the bridge.
+    [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || modprobe br_netfilter 2>/dev/null || true
+    sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
+        log "warning: cannot set net.bridge.bridge-nf-call-iptables=1; pod-to-pod Service traffic may fail"
 }
 
 # ---------------------------------------------------------------- the components
@@ -470,6 +548,69 @@ node_ready() {
 default_sa() { kctl -n default get serviceaccount default; }
 secure_healthz() { curl -fsSk "https://127.0.0.1:$1/healthz"; }
 kubelet_healthz() { curl -fsS "http://127.0.0.1:10248/healthz"; }
+kube_proxy_healthz() { curl -fsS "http://$KUBE_PROXY_HEALTHZ/healthz"; }
+coredns_ready() { curl -fsS "http://$COREDNS_READY/ready"; }
+
+# What CoreDNS reads (as user system:coredns), and the Service kube-dns that the kubelet's
+# clusterDNS names: without a selector, since CoreDNS runs on the host; its endpoint is the node IP.
+cluster_addons() {
+    kctl apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:coredns
+rules:
+  - apiGroups: [""]
+    resources: [endpoints, services, pods, namespaces]
+    verbs: [list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:coredns
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:coredns
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: User
+    name: system:coredns
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels:
+    k8s-app: kube-dns
+spec:
+  clusterIP: $DNS_SERVICE_IP
+  ports:
+    - {name: dns, port: 53, protocol: UDP}
+    - {name: dns-tcp, port: 53, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-node
+  namespace: kube-system
+  labels:
+    kubernetes.io/service-name: kube-dns
+    endpointslice.kubernetes.io/managed-by: hack-cluster.modelfleet.io
+addressType: IPv4
+endpoints:
+  - addresses: [$NODE_IP]
+    conditions: {ready: true}
+    nodeName: $NODE_NAME
+ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+}
 
 start_components() {
     start etcd etcd --name modelfleet --data-dir "$RUN/etcd" \
@@ -482,7 +623,7 @@ start_components() {
     wait_for containerd 60 "containerd" containerd_ready
 
     start kube-apiserver kube-apiserver \
-        --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --advertise-address "$NODE_IP" \
+        --bind-address "$NODE_IP" --secure-port "$APISERVER_PORT" --advertise-address "$NODE_IP" \
         --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
         --anonymous-auth=false \
         --authorization-mode Node,RBAC \
@@ -500,6 +641,7 @@ start_components() {
         --service-cluster-ip-range "$SERVICE_CIDR" \
         --profiling=false
     wait_for kube-apiserver 120 "kube-apiserver /readyz" api_ready
+    cluster_addons
 
     start kube-controller-manager kube-controller-manager \
         --kubeconfig "$RUN/controller-manager.kubeconfig" \
@@ -523,6 +665,11 @@ start_components() {
     wait_for kube-scheduler 60 "kube-scheduler /healthz" secure_healthz 10259
     wait_for kubelet 60 "kubelet /healthz" kubelet_healthz
     wait_for kubelet 120 "node $NODE_NAME Ready" node_ready
+    # After the node exists: kube-proxy reads its node's addresses.
+    start kube-proxy kube-proxy --config "$RUN/kube-proxy.yaml"
+    start coredns "$COREDNS_BIN/coredns" -conf "$RUN/coredns/Corefile"
+    wait_for kube-proxy 60 "kube-proxy /healthz" kube_proxy_healthz
+    wait_for coredns 60 "CoreDNS /ready" coredns_ready
     wait_for kube-controller-manager 60 "the default ServiceAccount" default_sa
 }
 
@@ -600,8 +747,10 @@ cmd_down() {
         local t
         for t in $(ctr_node tasks ls -q 2>/dev/null); do ctr_node tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
     fi
-    stop kube-scheduler kube-controller-manager kube-apiserver containerd dockerd
+    stop coredns kube-proxy kube-scheduler kube-controller-manager kube-apiserver containerd dockerd
     stop etcd
+    # kube-proxy's iptables chains would outlive it: remove them (Services work again after `up`).
+    if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
     # Shims outlive containerd; end ours (they name our socket) by pid.
     local p
     for p in $(pids_mentioning "$CONTAINERD_SOCK"); do kill -KILL "$p" 2>/dev/null || true; done
@@ -636,6 +785,7 @@ export MODELFLEET_CLUSTER_DIR=$RUN
 export MODELFLEET_CLUSTER_POD_LOGS=$POD_LOGS
 export MODELFLEET_CLUSTER_NODE=$NODE_NAME
 export MODELFLEET_CLUSTER_NODE_IP=$NODE_IP
+export MODELFLEET_CLUSTER_DNS_IP=$DNS_SERVICE_IP
 export MODELFLEET_CLUSTER_BASE_IMAGE=$BASE_IMAGE
 export CRI_CONFIG_FILE=$RUN/crictl.yaml
 EOF

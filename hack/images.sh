@@ -3,11 +3,13 @@
 # FROM the Debian base that images/base/build.sh imports from debootstrap, and Python packages
 # come from a wheelhouse downloaded on this host from PyPI and installed with `pip --no-index`.
 #
-#   hack/images.sh build worker       build modelfleet/worker:<hash> unless docker has it; tag :dev
-#   hack/images.sh tag worker         print modelfleet/worker:<hash> (what `build` builds)
-#   hack/images.sh wheelhouse worker  only resolve and download the wheels; print their directory
+#   hack/images.sh build IMAGE        build modelfleet/IMAGE:<hash> unless docker has it; tag :dev
+#   hack/images.sh tag IMAGE          print modelfleet/IMAGE:<hash> (what `build` builds)
+#   hack/images.sh wheelhouse IMAGE   only resolve and download the wheels; print their directory
 #
-# <hash> covers pyproject.toml, operator/ and images/worker/ (not its *.md): an unchanged tree is
+# IMAGE: worker (the compression Jobs: modelfleet[worker,triton], torch and friends) or operator
+# (`modelfleet operator`: modelfleet[operator], no ML stack).
+# <hash> covers pyproject.toml, operator/ and images/IMAGE/ (not its *.md): an unchanged tree is
 # a cache hit.
 # Load a built image into the test cluster's node with `hack/cluster.sh load-image TAG`.
 #
@@ -20,9 +22,9 @@
 #   wheelhouse/<key>/        requirements.txt (pinned, sha256 per wheel) and the wheels; <key>
 #                            hashes pyproject.toml, the extras and the base image's Python/glibc
 #   wheelhouse/.pip/         a venv with a current pip (the resolver; old pips backtrack badly)
-#   images/worker-context/   the last build context (hard links into the wheelhouse)
-#   images/worker-build.log  the last build's full docker output
-# BuildKit's own copy of the context (3.4 GB) is pruned after each build unless
+#   images/IMAGE-context/    the last build context (hard links into the wheelhouse)
+#   images/IMAGE-build.log   the last build's full docker output
+# BuildKit's own copy of the context (the worker's: 3.4 GB) is pruned after each build unless
 # MODELFLEET_IMAGES_KEEP_CONTEXT=1 (keeping it saves about 20 s per rebuild).
 set -euo pipefail
 
@@ -30,7 +32,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${MODELFLEET_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelfleet}
 BASE_IMAGE=modelfleet/base:bookworm-1
 PYTHON=${PYTHON:-python3}
-WORKER_EXTRAS=worker,triton
+
+# The extras of modelfleet that each image installs.
+extras_of() {
+    case $1 in
+        worker) echo worker,triton ;;
+        operator) echo operator ;;
+        *) die "unknown image '$1' (known: worker, operator)" ;;
+    esac
+}
 
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -165,7 +175,7 @@ for item in sorted(report["install"], key=lambda i: i["metadata"]["name"].lower(
     sha = item["download_info"]["archive_info"]["hashes"]["sha256"]
     print(f'{item["metadata"]["name"]}=={item["metadata"]["version"]} --hash=sha256:{sha}')
 EOF
-    log "downloading $(grep -c -- '--hash' "$tmp/requirements.txt") wheels (about 4 GB: torch and its nvidia-* libraries)"
+    log "downloading $(grep -c -- '--hash' "$tmp/requirements.txt") wheels (the worker's: about 4 GB, torch and its nvidia-* libraries)"
     "$PIP" download --disable-pip-version-check --quiet --progress-bar off --no-cache-dir --no-deps \
         --require-hashes "${flags[@]}" -d "$tmp" -r "$tmp/requirements.txt" \
         >"$tmp/download.log" 2>&1 || { tail -n 30 "$tmp/download.log" >&2; die "download failed"; }
@@ -188,14 +198,15 @@ project_wheel() {
     cp -p "$ROOT/README.md" "$src/"
     # A fixed timestamp makes the wheel, and so the image's top layer, the same for the same sources.
     SOURCE_DATE_EPOCH=315532800 "$PIP" wheel --disable-pip-version-check --quiet --no-deps --no-cache-dir -w "$dest" "$src" \
-        >"$CACHE/images/worker-wheel.log" 2>&1 ||
-        { tail -n 30 "$CACHE/images/worker-wheel.log" >&2; rm -rf "$src"; die "building modelfleet's wheel failed"; }
+        >"$CACHE/images/wheel.log" 2>&1 ||
+        { tail -n 30 "$CACHE/images/wheel.log" >&2; rm -rf "$src"; die "building modelfleet's wheel failed"; }
     rm -rf "$src"
 }
 
-build_worker() {
-    local tag dev=modelfleet/worker:dev wheels ctx start=$SECONDS buildlog
-    tag=$(image_tag worker)
+# build_image IMAGE: modelfleet/IMAGE:<hash> from images/IMAGE/Dockerfile, unless docker has it.
+build_image() {
+    local name=$1 tag dev=modelfleet/$1:dev wheels ctx start=$SECONDS buildlog
+    tag=$(image_tag "$name")
     ensure_dockerd
     if docker image inspect "$tag" >/dev/null 2>&1; then
         docker tag "$tag" "$dev"
@@ -205,10 +216,10 @@ build_worker() {
     fi
     find_buildkit
     ensure_base
-    wheels=$(wheelhouse "$WORKER_EXTRAS")
+    wheels=$(wheelhouse "$(extras_of "$name")")
     ensure_pip
 
-    ctx=$CACHE/images/worker-context
+    ctx=$CACHE/images/$name-context
     log "preparing the build context in $ctx"
     rm -rf "$ctx"
     mkdir -p "$ctx/dist"
@@ -217,11 +228,11 @@ build_worker() {
     cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
     project_wheel "$ctx/dist"
 
-    buildlog=$CACHE/images/worker-build.log
-    log "building $tag with ${BUILDKIT[*]} (network none; cold: several minutes, torch is large)"
+    buildlog=$CACHE/images/$name-build.log
+    log "building $tag with ${BUILDKIT[*]} (network none; cold: the worker several minutes, torch is large)"
     # --network none: the install must not need anything but the wheelhouse.
     if ! "${BUILDKIT[@]}" --network none --progress plain \
-        --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$ROOT/images/worker/Dockerfile" \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$ROOT/images/$name/Dockerfile" \
         -t "$tag" -t "$dev" "$ctx" 2>&1 | tee "$buildlog" |
         grep --line-buffered -E '^#[0-9]+ (\[|DONE|CACHED|ERROR|exporting|writing|naming)' |
         sed -u 's/^/[images] docker: /' >&2; then
@@ -236,9 +247,9 @@ build_worker() {
     fi
     log "built $tag (also $dev) in $((SECONDS - start))s: $(docker image inspect -f '{{.Size}}' "$tag" |
         awk '{printf "%.2f GB", $1/1e9}')"
-    # Earlier worker tags share the dependency layer but keep their own top layers: untag them.
+    # Earlier tags share the dependency layer but keep their own top layers: untag them.
     local old
-    for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' modelfleet/worker | grep -vxF -e "$tag" -e "$dev"); do
+    for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "modelfleet/$name" | grep -vxF -e "$tag" -e "$dev"); do
         docker image rm "$old" >/dev/null 2>&1 || true
     done
     printf '%s\n' "$tag"
@@ -252,7 +263,7 @@ usage() {
 }
 
 [ $# -eq 2 ] || usage
-case $2 in worker) ;; *) die "unknown image '$2' (known: worker)" ;; esac
+extras_of "$2" >/dev/null
 # One build at a time per cache: builds share the wheelhouse's .partial and the context directory.
 lock() {
     mkdir -p "$CACHE/images"
@@ -264,8 +275,8 @@ lock() {
 }
 
 case $1 in
-    build) lock; build_worker ;;
+    build) lock; build_image "$2" ;;
     tag) image_tag "$2" ;;
-    wheelhouse) lock; ensure_dockerd; ensure_base; wheelhouse "$WORKER_EXTRAS" ;;
+    wheelhouse) lock; ensure_dockerd; ensure_base; wheelhouse "$(extras_of "$2")" ;;
     *) usage ;;
 esac

@@ -187,7 +187,7 @@ def minio_env(minio, monkeypatch) -> MinioProcess:
 
 
 # --- a real single-node Kubernetes (hack/cluster.sh: API server, controller manager, scheduler,
-# kubelet and containerd as local processes; see hack/cluster/README.md) -------------------------
+# kubelet, containerd, kube-proxy and CoreDNS as local processes; see hack/cluster/README.md) ----
 
 
 class KubeCluster:
@@ -231,7 +231,9 @@ def namespace(kube, request) -> str:
 
     name = f"t-{re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:40].strip('-')}-{uuid.uuid4().hex[:5]}"
     core = client.CoreV1Api(kube.api)
-    core.create_namespace({"metadata": {"name": name, "labels": {"modelfleet.io/test": "true"}}})
+    # `restricted`: what the operator runs (worker Jobs) must pass the strictest Pod Security Standard.
+    core.create_namespace({"metadata": {"name": name, "labels": {
+        "modelfleet.io/test": "true", "pod-security.kubernetes.io/enforce": "restricted"}}})
     yield name
     delete_models(kube, name)
     core.delete_namespace(name)
@@ -243,58 +245,29 @@ def delete_models(kube: "KubeCluster", namespace: str, timeout: float = 60) -> N
                  f"--timeout={timeout:.0f}s", check=False)
 
 
-class OperatorProcess:
-    """`modelfleet operator` as a separate process, authenticated with a token of the operator's own
-    ServiceAccount (deploy/operator-rbac.yaml), so every test proves that role suffices."""
-
-    def __init__(self, kubeconfig: Path, env: dict[str, str], log: Path, namespace: str | None = None):
-        self.kubeconfig, self.env, self.log, self.namespace = kubeconfig, env, log, namespace
-        self._process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        port = free_port()
-        self._out = open(self.log, "ab")
-        scope = ["-n", self.namespace] if self.namespace else []  # default: every namespace
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "modelfleet.cli", "operator", *scope, "--liveness", f"http://127.0.0.1:{port}/healthz"],
-            env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}, stdout=self._out,
-            stderr=subprocess.STDOUT)
-
-    def kill(self, signal_number: int = 9) -> None:
-        self._process.send_signal(signal_number)
-        self._process.wait(timeout=30)
-        self._out.close()
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-
-def token_kubeconfig(kube: KubeCluster, service_account: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as `service_account` (a bound token from the TokenRequest API)."""
-    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
-    token = kube.kubectl("create", "token", service_account, "-n", namespace, "--duration", "6h").stdout.strip()
-    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-              "users": [{"name": service_account, "user": {"token": token}}],
-              "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": service_account}}],
-              "current-context": "sa"}
-    path.write_text(yaml.safe_dump(config))
-    return path
+def node_image(name: str) -> str:
+    """modelfleet/<name>:<hash>, built offline (hack/images.sh, cached by content) and loaded into the node."""
+    subprocess.run(["bash", str(REPO / "hack/images.sh"), "build", name], check=True, timeout=3600)
+    tag = subprocess.run(["bash", str(REPO / "hack/images.sh"), "tag", name], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    subprocess.run(["bash", str(REPO / "hack/cluster.sh"), "load-image", tag], check=True, timeout=1800)
+    return tag
 
 
 @pytest.fixture(scope="session")
 def worker_image(kube) -> str:
-    """The worker image, built offline (hack/images.sh, cached by content) and loaded into the node.
+    """The worker image on the node.
 
     MODELFLEET_TEST_WORKER_IMAGE names an image already on the node instead (quicker while only
     operator code changes; CI always builds).
     """
-    if os.environ.get("MODELFLEET_TEST_WORKER_IMAGE"):
-        return os.environ["MODELFLEET_TEST_WORKER_IMAGE"]
-    subprocess.run(["bash", str(REPO / "hack/images.sh"), "build", "worker"], check=True, timeout=3600)
-    tag = subprocess.run(["bash", str(REPO / "hack/images.sh"), "tag", "worker"], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    subprocess.run(["bash", str(REPO / "hack/cluster.sh"), "load-image", tag], check=True, timeout=1800)
-    return tag
+    return os.environ.get("MODELFLEET_TEST_WORKER_IMAGE") or node_image("worker")
+
+
+@pytest.fixture(scope="session")
+def operator_image(kube) -> str:
+    """The operator image on the node (small: a source change rebuilds and reloads in seconds)."""
+    return node_image("operator")
 
 
 @pytest.fixture(scope="session")
@@ -303,24 +276,140 @@ def artifact_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pvc")
     (root / "modelfleet").mkdir()
     root.chmod(0o755)
-    (root / "modelfleet").chmod(0o777)  # the worker runs as uid 10001
+    # The worker runs as uid 10001. Tests (root) also create directories under triton/: made here,
+    # writable by all, it stays writable for the publish Jobs of later tests.
+    (root / "modelfleet" / "triton").mkdir()
+    for shared in (root / "modelfleet", root / "modelfleet" / "triton"):
+        shared.chmod(0o777)
     return root
 
 
+SYSTEM_NAMESPACE = "modelfleet-system"
+STORE_CLAIM = "modelfleet"
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
+    """predicate()'s first truthy value, polled until `timeout` seconds have passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class OperatorDeployment:
+    """The operator as users install it: deploy/operator.yaml (its ServiceAccount, in-cluster config, the
+    operator image, restricted security context), with the test's image, settings and namespace scope
+    patched in. Tests stop, kill and restart it through its pods."""
+
+    def __init__(self, kube: KubeCluster, image: str, env: dict[str, str], name: str = "modelfleet-operator",
+                 namespaces: tuple[str, ...] = ()):
+        from kubernetes import client
+
+        self.kube, self.name = kube, name
+        self._core, self._apps = client.CoreV1Api(kube.api), client.AppsV1Api(kube.api)
+        manifest = yaml.safe_load((REPO / "deploy/operator.yaml").read_text())
+        labels = {"app.kubernetes.io/name": name}
+        manifest["metadata"].update(name=name, labels=labels)
+        manifest["spec"]["selector"]["matchLabels"] = labels
+        manifest["spec"]["template"]["metadata"]["labels"] = labels
+        container = manifest["spec"]["template"]["spec"]["containers"][0]
+        container.update(image=image, imagePullPolicy="Never")
+        scope = [arg for namespace in namespaces for arg in ("-n", namespace)]  # default: every namespace
+        container["args"] = [container["args"][0], *scope, *container["args"][1:]]
+        self.env = {e["name"]: e["value"] for e in container["env"]} | env
+        container["env"] = [{"name": key, "value": value} for key, value in self.env.items()]
+        self.manifest = manifest
+        self._selector = f"app.kubernetes.io/name={name}"
+        self._started: set[str] = set()  # uids of the pods start() has seen running
+        self.pod: str | None = None
+
+    def _pods(self) -> list:
+        return self._core.list_namespaced_pod(SYSTEM_NAMESPACE, label_selector=self._selector).items
+
+    def _scale(self, replicas: int) -> None:
+        self._apps.patch_namespaced_deployment_scale(self.name, SYSTEM_NAMESPACE, {"spec": {"replicas": replicas}})
+
+    def apply(self) -> None:
+        self.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(self.manifest))
+        self.start()
+
+    def start(self, timeout: float = 180) -> None:
+        """Run one replica and wait until a pod not seen before has its container ready."""
+        self._scale(1)
+
+        def new_ready_pod():
+            for pod in self._pods():
+                ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+                if ready and not pod.metadata.deletion_timestamp and pod.metadata.uid not in self._started:
+                    return pod
+            return None
+
+        pod = wait_until(new_ready_pod, timeout, f"a new ready pod of Deployment {self.name}")
+        self._started.add(pod.metadata.uid)
+        self.pod = pod.metadata.name
+
+    def kill(self, signal_number: int = 9) -> None:
+        """9: the pod is deleted at once (grace 0), as if its node lost it; the Deployment starts another.
+        15: the Deployment is scaled to 0 and the operator stops on SIGTERM; start() brings it back."""
+        if signal_number == 9:
+            self._core.delete_namespaced_pod(self.pod, SYSTEM_NAMESPACE, grace_period_seconds=0)
+        else:
+            self._scale(0)
+            wait_until(lambda: not self._pods(), 120, f"the pods of {self.name} to stop")
+
+    def alive(self) -> bool:
+        return any(p.metadata.name == self.pod and not p.metadata.deletion_timestamp and p.status.phase == "Running"
+                   for p in self._pods())
+
+    def logs(self) -> str:
+        """The current pod's log (the one start() waited for)."""
+        return self._core.read_namespaced_pod_log(self.pod, SYSTEM_NAMESPACE, container="operator",
+                                                  _preload_content=False).data.decode()
+
+    def delete(self) -> None:
+        self.kube.kubectl("delete", "deployment", self.name, "-n", SYSTEM_NAMESPACE, "--ignore-not-found",
+                          "--wait=true")
+        wait_until(lambda: not self._pods(), 120, f"the pods of {self.name} to stop")
+
+
+def store_claim(kube: KubeCluster, artifact_root: Path) -> None:
+    """The claim `modelfleet` in modelfleet-system, for the operator's pvc:// store: a hostPath volume on
+    the directory behind every test namespace's claim of that name. Replaces one a previous session left."""
+    volume = f"{SYSTEM_NAMESPACE}-{STORE_CLAIM}"
+    kube.kubectl("delete", "pvc", STORE_CLAIM, "-n", SYSTEM_NAMESPACE, "--ignore-not-found", "--wait=true")
+    kube.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=true")
+    claim = [
+        {"apiVersion": "v1", "kind": "PersistentVolume",
+         "metadata": {"name": volume, "labels": {"modelfleet.io/test": "true"}},
+         "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
+                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                  "hostPath": {"path": str(artifact_root / STORE_CLAIM), "type": "Directory"},
+                  "claimRef": {"namespace": SYSTEM_NAMESPACE, "name": STORE_CLAIM}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": STORE_CLAIM, "namespace": SYSTEM_NAMESPACE},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": volume,
+                  "resources": {"requests": {"storage": "10Gi"}}}},
+    ]
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(claim))
+
+
 @pytest.fixture(scope="session")
-def operator(kube, worker_image, artifact_root, tmp_path_factory):
-    kube.kubectl("create", "namespace", "modelfleet-system", check=False)
+def operator(kube, operator_image, worker_image, artifact_root):
+    """The operator Deployment for the session, watching every namespace, results on the pvc:// store."""
     kube.kubectl("apply", "-f", str(REPO / "deploy/operator-rbac.yaml"))
-    directory = tmp_path_factory.mktemp("operator")
-    process = OperatorProcess(
-        token_kubeconfig(kube, "modelfleet-operator", "modelfleet-system", directory / "kubeconfig"),
-        {"MODELFLEET_WORKER_IMAGE": worker_image, "MODELFLEET_ARTIFACTS": "pvc://modelfleet/results",
-         "MODELFLEET_PVC_ROOT": str(artifact_root), "MODELFLEET_IMAGE_PULL_POLICY": "Never"},
-        directory / "operator.log")
-    process.start()
-    yield process
-    if process.alive():
-        process.kill(15)
+    deployment = OperatorDeployment(kube, operator_image, {
+        "MODELFLEET_WORKER_IMAGE": worker_image, "MODELFLEET_ARTIFACTS": f"pvc://{STORE_CLAIM}/results",
+        "MODELFLEET_IMAGE_PULL_POLICY": "Never"})
+    deployment.delete()  # one an interrupted session left behind still mounts the old claim
+    store_claim(kube, artifact_root)
+    deployment.apply()
+    yield deployment
+    deployment.delete()
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,12 @@ BAD = [
     ("memory quantity", manifest({"worker": {"resources": {"requests": {"memory": "lots"}}}}),
      "spec.worker.resources.requests.memory in body should match"),
     ("unknown field", manifest({"colour": "blue"}), 'unknown field "spec.colour"'),
+    ("source uri dot-dot", manifest({"source": {"uri": "pvc://data/../../etc/passwd"}}), "spec.source.uri in body should match"),
+    ("calibration uri bad claim", manifest({"dataset": {"calibration": {"uri": "pvc://Data_1/c.npz"}}}),
+     "spec.dataset.calibration.uri in body should match"),
+    ("triton repository dot-dot", manifest({"targets": {"triton": TRITON | {"repository": "pvc://models/../x"}}}),
+     "spec.targets.triton.repository in body should match"),
+    ("name too long", manifest() | {"metadata": {"name": "n" * 41}}, "metadata.name must be at most 40 characters"),
 ]
 
 

@@ -2,9 +2,9 @@
 real MinIO (hack/minio.sh, listening on the node IP so pods reach it), with credentials from a Secret
 named by MODELFLEET_ARTIFACTS_SECRET; the operator reads result.json back from S3 with its own.
 
-Each test runs its own operator, watching only the test's namespace, with
-MODELFLEET_ARTIFACTS=s3://...; the session's clusterwide pvc:// operator (conftest's `operator`) is
-stopped meanwhile, or it would race ours for the same resources.
+Each test runs its own operator Deployment (deploy/operator.yaml), watching only the test's namespace,
+with MODELFLEET_ARTIFACTS=s3://...; the session's clusterwide pvc:// operator (conftest's `operator`)
+is scaled to zero meanwhile, or it would race ours for the same resources.
 """
 
 import hashlib
@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 import test_cluster_operator
-from conftest import OperatorProcess, delete_models, token_kubeconfig
+from conftest import OperatorDeployment, delete_models
 from test_cluster_operator import GROUP, PLURAL, VERSION, api, conditions, create, jobs, resource, wait_for
 
 claim, inputs = test_cluster_operator.claim, test_cluster_operator.inputs  # fixtures: a claim, digits on it
@@ -30,7 +30,7 @@ FAST = {"targets": {"edge": []}}
 @pytest.fixture(scope="module")
 def sole_operator(request):
     """Stop the session's clusterwide operator for this module; start it again afterwards."""
-    shared = request.getfixturevalue("operator")  # also applies deploy/operator-rbac.yaml
+    shared = request.getfixturevalue("operator")  # also applies deploy/operator-rbac.yaml and the store's claim
     if shared.alive():
         shared.kill(15)
     yield
@@ -54,19 +54,18 @@ def s3_secret(kube, namespace, cluster_minio) -> str:
 
 
 @pytest.fixture
-def s3_operator(kube, namespace, s3_secret, worker_image, cluster_minio, sole_operator, artifact_root, tmp_path):
-    process = OperatorProcess(
-        token_kubeconfig(kube, "modelfleet-operator", "modelfleet-system", tmp_path / "kubeconfig"),
+def s3_operator(kube, namespace, s3_secret, operator_image, worker_image, cluster_minio, sole_operator):
+    deployment = OperatorDeployment(
+        kube, operator_image,
         {"MODELFLEET_WORKER_IMAGE": worker_image,
          "MODELFLEET_ARTIFACTS": f"s3://{cluster_minio.bucket}/{PREFIX}",
-         "MODELFLEET_ARTIFACTS_SECRET": s3_secret,
-         "MODELFLEET_PVC_ROOT": str(artifact_root), "MODELFLEET_IMAGE_PULL_POLICY": "Never",
+         "MODELFLEET_ARTIFACTS_SECRET": s3_secret, "MODELFLEET_IMAGE_PULL_POLICY": "Never",
          **cluster_minio.env},  # the operator's own S3 access (it reads result.json)
-        tmp_path / "operator.log", namespace=namespace)  # other namespaces' resources stay untouched
-    process.start()
-    yield process
+        name="modelfleet-operator-s3", namespaces=(namespace,))  # other namespaces' resources stay untouched
+    deployment.apply()
+    yield deployment
     delete_models(kube, namespace)  # while our operator still runs: it releases the finalizers
-    process.kill(15)
+    deployment.delete()
 
 
 def keys(minio, prefix: str) -> dict[str, dict]:
@@ -86,12 +85,12 @@ def test_results_go_to_s3_and_the_operator_reads_them_back(kube, namespace, s3_i
         "SpecValid": "True", "Compressed": "True", "SLOMet": "True", "Ready": "True"}
     assert status["evaluation"]["int8AccuracyDropPoints"] <= 1.0
 
-    # The worker got the Secret, and nothing else to reach S3: no volumes at all.
+    # The worker got the Secret, and nothing else to reach S3: no claim, only its scratch emptyDir.
     [job] = jobs(kube, namespace)
     assert job.status.succeeded == 1 and not job.status.failed
     pod = job.spec.template.spec
     assert [e.secret_ref.name for e in pod.containers[0].env_from] == [SECRET]
-    assert not pod.volumes
+    assert [v.empty_dir is not None and v.persistent_volume_claim is None for v in pod.volumes] == [True]
     output = job.metadata.annotations["modelfleet.io/result"]
     root = f"s3://{cluster_minio.bucket}/"
     assert output.startswith(f"{root}{PREFIX}/{namespace}/digits/")

@@ -9,7 +9,8 @@ import yaml
 from pydantic import ValidationError
 
 from modelfleet import crdgen
-from modelfleet.api.compressedmodel import CompressedModel, Compression, Precision
+from modelfleet.api.compressedmodel import MAX_NAME_LENGTH, NAME_TOO_LONG, CompressedModel, Compression, Precision
+from modelfleet.api.paths import INPUT_URI_PATTERN, REPOSITORY_URI_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "crds" / f"{crdgen.CRD_NAME}.yaml"
@@ -158,7 +159,7 @@ def test_status_is_a_subresource_with_only_the_operators_fields(version, schema)
     # kopf keeps no state on the resource (level-based event handlers), so nothing else is preserved.
     assert version["subresources"] == {"status": {}}
     assert set(schema["properties"]["status"]["properties"]) == {"observedGeneration", "conditions", "artifacts",
-                                                                  "evaluation"}
+                                                                  "evaluation", "specHashes", "retry"}
 
 
 def test_names_and_scope(crd):
@@ -196,12 +197,27 @@ def test_printer_columns(version):
 def test_cel_rules_mirror_the_model_validators(schema):
     messages = {path: [r["message"] for r in rules] for path, rules in _cel_rules(schema).items()}
     assert messages == {
+        "": [NAME_TOO_LONG],
         ".spec": ["targets.triton.precision must be fp32 or one of compression.precisions"],
         ".spec.source.inputs[]": ["batch dimension must be -1 (dynamic) or positive, other dimensions positive"],
         ".spec.targets.edge": ["edge target names must be unique"],
         ".spec.targets.edge[]": ["tflite supports precision fp32 only"],
         ".spec.targets.triton": ["tensorrt needs instanceGroup.kind GPU"],
     }
+
+
+def test_the_name_rule_at_the_root_keeps_job_names_within_63_characters(schema):
+    (rule,) = schema["x-kubernetes-validations"]
+    assert rule == {"rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}", "message": NAME_TOO_LONG}
+    assert len(f"{'n' * MAX_NAME_LENGTH}-compress-{'0' * 10}") <= 63  # Job names are label values too
+
+
+def test_every_uri_field_carries_the_path_pattern(schema):
+    spec = schema["properties"]["spec"]["properties"]
+    assert spec["source"]["properties"]["uri"]["pattern"] == INPUT_URI_PATTERN
+    assert spec["dataset"]["properties"]["calibration"]["properties"]["uri"]["pattern"] == INPUT_URI_PATTERN
+    assert spec["dataset"]["properties"]["evaluation"]["properties"]["uri"]["pattern"] == INPUT_URI_PATTERN
+    assert spec["targets"]["properties"]["triton"]["properties"]["repository"]["pattern"] == REPOSITORY_URI_PATTERN
 
 
 def test_triton_rule_knows_the_default_precisions(schema):

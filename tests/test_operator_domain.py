@@ -8,20 +8,23 @@ import pytest
 
 from conftest import deep_update, digits_example
 
-from modelfleet.api.compressedmodel import CompressedModel, Condition
+from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatus, Condition
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain import feasibility
 from modelfleet.domain.plan import (
-    COMPRESS, PERMANENT_EXIT_CODES, PUBLISH, OperatorSettings, job_name, pvc_claims, spec_hash, worker_job,
+    COMPRESS, PERMANENT_EXIT_CODES, PUBLISH, OperatorSettings, job_name, pvc_claims, stage_hashes, worker_job,
 )
-from modelfleet.domain.lifecycle import FINALIZER, needs_reconcile, with_finalizer, without_finalizer
+from modelfleet.domain.lifecycle import FINALIZER, needs_reconcile, unhonoured_retry, with_finalizer, without_finalizer
+from modelfleet.domain.pods import pod_problem
+from modelfleet.domain.requeue import backoff_seconds
 from modelfleet.domain.status import (
-    JobState, Observed, Wanted, decide, event_type, merge_conditions, noteworthy, recorded_outcome,
+    JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy, recorded_outcome,
+    worker_failure,
 )
 
 SETTINGS = OperatorSettings(worker_image="modelfleet/worker:test", artifacts="pvc://artifacts/results",
-                            image_pull_policy="Never")
+                            image_pull_policy="Never", triton_servers=("http://triton:8000",))
 PVC_DATA = {"source": {"uri": "pvc://data/digits/digits.torchscript.pt"},
             "dataset": {"calibration": {"uri": "pvc://data/digits/calibration.npz"},
                         "evaluation": {"uri": "pvc://data/digits/evaluation.npz"}}}
@@ -41,7 +44,7 @@ def model(changes: dict | None = None, generation: int = 1) -> CompressedModel:
 
 def test_compress_job_is_deterministic_labelled_owned_and_fails_fast_on_permanent_codes():
     job = worker_job(model(), "uid-1", COMPRESS, SETTINGS)
-    digest = spec_hash(model())
+    digest = stage_hashes(model())[COMPRESS]
     assert job == worker_job(model(), "uid-1", COMPRESS, SETTINGS)
     assert job["metadata"]["name"] == f"digits-compress-{digest}"
     assert job["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "modelfleet",
@@ -61,8 +64,39 @@ def test_compress_job_is_deterministic_labelled_owned_and_fails_fast_on_permanen
     assert container["args"] == ["worker", "compress", "-f", "env:MODELFLEET_MANIFEST",
                                  "-o", f"pvc://artifacts/results/team-a/digits/{digest}"]
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
-    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/mnt/pvc/artifacts", "/mnt/pvc/data"]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp", "/mnt/pvc/artifacts", "/mnt/pvc/data"]
     assert container["imagePullPolicy"] == "Never"
+
+
+@pytest.mark.parametrize("stage", [COMPRESS, PUBLISH])
+def test_worker_pods_meet_the_restricted_pod_security_standard(stage):
+    pod = worker_job(model(TRITON), "uid-1", stage, SETTINGS)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] and pod["automountServiceAccountToken"] is False
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                            "readOnlyRootFilesystem": True}
+    # the root filesystem is read-only: scratch space (TMPDIR, HOME, the working directory) is an emptyDir
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TMPDIR"] == env["HOME"] == container["workingDir"] == "/tmp"
+    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]
+
+
+def test_publish_jobs_carry_the_operators_triton_allow_list():
+    env = lambda stage: {e["name"]: e["value"] for e in  # noqa: E731
+                         worker_job(model(TRITON), "u", stage, SETTINGS)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env(PUBLISH)["MODELFLEET_TRITON_SERVERS"] == "http://triton:8000"
+    assert "MODELFLEET_TRITON_SERVERS" not in env(COMPRESS)
+
+
+def test_a_retried_stage_gets_a_job_of_its_own_with_the_same_labels():
+    first = worker_job(model(TRITON), "uid-1", PUBLISH, SETTINGS)
+    retry = worker_job(model(TRITON), "uid-1", PUBLISH, SETTINGS, attempt="2026-12-01")
+    assert retry["metadata"]["name"] != first["metadata"]["name"]
+    assert retry == worker_job(model(TRITON), "uid-1", PUBLISH, SETTINGS, attempt="2026-12-01")
+    assert retry["metadata"]["labels"] == first["metadata"]["labels"]
+    assert retry["metadata"]["annotations"]["modelfleet.io/retry"] == "2026-12-01"
+    assert len(retry["metadata"]["name"]) <= 63
 
 
 def test_manifest_in_the_job_round_trips_to_the_same_spec():
@@ -122,22 +156,35 @@ def test_an_s3_artifact_store_mounts_no_claim_and_passes_the_uri():
     settings = OperatorSettings(worker_image="w", artifacts="s3://results/modelfleet", artifacts_secret="creds")
     job = worker_job(model(), "uid-1", COMPRESS, settings)
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"][-2:] == ["-o", f"s3://results/modelfleet/team-a/digits/{spec_hash(model())}"]
+    assert container["args"][-2:] == ["-o", f"s3://results/modelfleet/team-a/digits/{stage_hashes(model())[COMPRESS]}"]
     assert pvc_claims(model(), settings) == ["data"]
 
 
-@pytest.mark.parametrize("changes, same", [
-    ({}, True),
-    ({"slo": {"maxAccuracyDropPoints": 0.5}}, False),
-    ({"compression": {"calibrationMethod": "entropy"}}, False),
+@pytest.mark.parametrize("changes, recompress, republish", [
+    ({}, False, False),
+    # what changes the artifacts
+    ({"compression": {"calibrationMethod": "entropy"}}, True, True),
+    ({"source": {"uri": "pvc://data/other.pt"}}, True, True),
+    ({"benchmark": {"runs": 500}}, True, True),
+    ({"targets": {"edge": []}}, True, True),
+    # what only changes what is published
+    ({"targets": {"triton": TRITON["targets"]["triton"] | {"modelName": "digits-v2"}}}, False, True),
+    ({"targets": {"triton": TRITON["targets"]["triton"] | {"verification": {"latencyRequests": 500}}}}, False, True),
+    ({"slo": {"latencyP95Ms": {"triton": 50}}}, False, True),
+    # what changes neither: the gate, how Jobs run, what happens on deletion
+    ({"slo": {"maxAccuracyDropPoints": 0.5}}, False, False),
+    ({"worker": {"resources": {"requests": {"cpu": "2"}}, "ttlSecondsAfterFinished": 60, "backoffLimit": 5}}, False, False),
+    ({"artifactPolicy": "Delete"}, False, False),
 ])
-def test_spec_hash_follows_the_spec_only(changes, same):
-    assert (spec_hash(model(changes, generation=7)) == spec_hash(model())) is same
+def test_stage_hashes_follow_what_each_stage_depends_on(changes, recompress, republish):
+    before, after = stage_hashes(model(TRITON)), stage_hashes(model(deep_update(copy.deepcopy(TRITON), changes), 7))
+    assert (before[COMPRESS] != after[COMPRESS], before[PUBLISH] != after[PUBLISH]) == (recompress, republish)
 
 
 def test_job_names_fit_kubernetes_limits():
-    assert len(job_name("m" * 63, "compress", "0123456789")) <= 63
-    assert job_name("a-" * 30 + "b", "publish", "0123456789").endswith("-publish-0123456789")
+    longest = "m" * 40  # MAX_NAME_LENGTH: the CRD refuses longer names
+    assert len(job_name(longest, "compress", "0123456789", attempt="any retry value")) <= 63
+    assert job_name("a-b", "publish", "0123456789") == "a-b-publish-0123456789"
 
 
 # --- feasibility ------------------------------------------------------------------------------------
@@ -150,17 +197,54 @@ def test_job_names_fit_kubernetes_limits():
     ({"source": {"inputs": [{"name": "a", "shape": [-1, 4]}, {"name": "b", "shape": [-1, 4]}]}}, "MultiInputUnsupported"),
 ])
 def test_impossible_specs_are_named(changes, reason):
-    assert [r for r, _ in feasibility.problems(model(changes).spec)] == [reason]
+    assert [r for r, _ in feasibility.problems(model(changes), SETTINGS)] == [reason]
 
 
 def test_a_feasible_spec_has_no_problems():
-    assert feasibility.problems(model(TRITON).spec) == []
+    assert feasibility.problems(model(TRITON), SETTINGS) == []
 
 
 def test_s3_inputs_are_feasible():
     s3_inputs = {"source": {"uri": "s3://data/digits.pt"}, "dataset": {"calibration": {"uri": "s3://data/cal.npz"},
                                                                         "evaluation": {"uri": "s3://data/eval.npz"}}}
-    assert feasibility.problems(model(s3_inputs).spec) == []
+    assert feasibility.problems(model(s3_inputs), SETTINGS) == []
+
+
+S3_STORE = OperatorSettings(worker_image="w", artifacts="s3://results/modelfleet")
+
+
+@pytest.mark.parametrize("uri, refused", [
+    ("s3://results/modelfleet/team-a/digits/0123456789/onnx-fp32/model.onnx", False),  # its own namespace's results
+    ("s3://results/modelfleet/team-b/digits/0123456789/onnx-fp32/model.onnx", True),   # another tenant's
+    ("s3://results/modelfleet/x.pt", True),                                             # the store's root
+    ("s3://results/modelfleet-other/x.pt", False),                                      # another prefix, not the store
+    ("s3://data/team-b/x.pt", False),                                                   # outside the store
+])
+def test_a_source_in_another_namespaces_part_of_the_store_is_refused(uri, refused):
+    problems = feasibility.problems(model({"source": {"uri": uri}}), S3_STORE)
+    assert ([r for r, _ in problems] == ["OtherNamespace"]) is refused
+    assert problems == [] or "team-a" in problems[0][1]
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("http://triton:8000", True),
+    ("http://triton:8000/v2", True),            # the path is not what the allow-list guards
+    ("http://TRITON:8000", True),
+    ("http://triton:8001", False),
+    ("https://triton:8000", False),
+    ("http://triton.evil:8000", False),
+    ("http://169.254.169.254:80", False),       # cloud metadata, the classic target
+    ("http://triton:8000@169.254.169.254", False),
+])
+def test_a_triton_server_outside_the_operators_allow_list_is_refused(url, allowed):
+    triton = {"targets": {"triton": TRITON["targets"]["triton"] | {"serverUrl": url}}}
+    reasons = [r for r, _ in feasibility.problems(model(triton), SETTINGS)]
+    assert reasons == ([] if allowed else ["ServerNotAllowed"])
+
+
+def test_without_an_allow_list_no_triton_server_is_reachable():
+    problems = feasibility.problems(model(TRITON), OperatorSettings(worker_image="w", artifacts="pvc://a/r"))
+    assert [r for r, _ in problems] == ["ServerNotAllowed"] and "MODELFLEET_TRITON_SERVERS" in problems[0][1]
 
 
 # --- status -------------------------------------------------------------------------------------------
@@ -205,9 +289,17 @@ def summary(decision) -> dict:
     (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Succeeded"),
                       publication=publication("Served", "Served")),
      {"Published": ("True", "Served"), "Ready": ("True", "Ready"), "create": []}),
-    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "PublishFailed"),
-                      publication=publication("Failed", "LoadFailed")),
+    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "LoadFailed", "x")),
      {"Published": ("False", "LoadFailed"), "Ready": ("False", "LoadFailed")}),
+    # the publication beside the result is an earlier attempt's: the failed Job's own reason counts
+    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "Retryable", "killed"),
+                      publication=publication("Served", "Served")),
+     {"Published": ("False", "Retryable"), "Ready": ("False", "Retryable")}),
+    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Succeeded")),
+     {"Published": ("False", "PublicationMissing")}),
+    # the previous spec's publish still stops (and rolls back): the new one waits, never overlapping it
+    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), previous_publish_stopping=True),
+     {"Published": ("Unknown", "AwaitingPreviousPublish"), "Ready": ("False", "Publishing"), "create": []}),
     (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "Retryable", "dead")),
      {"Published": ("False", "Retryable"), "Ready": ("False", "Retryable")}),
     ({"source": {"uri": "file://m.pt"}}, Observed(), {"SpecValid": ("False", "RelativePath"),
@@ -215,7 +307,7 @@ def summary(decision) -> dict:
     ({"source": {"uri": "s3://b/m.pt"}}, Observed(), {"SpecValid": ("True", "Valid"), "create": [COMPRESS]}),
 ])
 def test_decide(changes, observed, expected):
-    decision = decide(model(changes), feasibility.problems(model(changes).spec), observed, "pvc://artifacts/r")
+    decision = decide(model(changes), feasibility.problems(model(changes), SETTINGS), observed, "pvc://artifacts/r")
     got = summary(decision)
     assert {k: got.get(k) for k in expected} == expected
 
@@ -267,27 +359,150 @@ def condition(type_: str, status: str, reason: str, generation: int) -> Conditio
                      observed_generation=generation)
 
 
-@pytest.mark.parametrize("conditions, stage, expected", [
-    ([], "Compressed", JobState("Missing")),
-    ([condition("Compressed", "Unknown", "Compressing", 2)], "Compressed", JobState("Missing")),
-    ([condition("Compressed", "True", "Compressed", 2)], "Compressed", JobState("Succeeded")),
-    ([condition("Compressed", "False", "InvalidSource", 2)], "Compressed",
+def status(*conditions: Condition, compress: str = "c1", publish: str = "p1") -> CompressedModelStatus:
+    return CompressedModelStatus(conditions=list(conditions), spec_hashes={COMPRESS: compress, PUBLISH: publish})
+
+
+@pytest.mark.parametrize("recorded, stage, condition_type, expected", [
+    (status(), COMPRESS, "Compressed", JobState("Missing")),
+    (status(condition("Compressed", "Unknown", "Compressing", 2)), COMPRESS, "Compressed", JobState("Missing")),
+    (status(condition("Compressed", "True", "Compressed", 2)), COMPRESS, "Compressed", JobState("Succeeded")),
+    (status(condition("Compressed", "False", "InvalidSource", 2)), COMPRESS, "Compressed",
      JobState("Failed", "InvalidSource", "InvalidSource text")),
-    ([condition("Compressed", "True", "Compressed", 1)], "Compressed", JobState("Missing")),  # an earlier spec's
-    ([condition("Compressed", "True", "Compressed", 2), condition("Published", "False", "LoadFailed", 2)],
-     "Published", JobState("Failed", "LoadFailed", "LoadFailed text")),
+    # recorded for another compress hash: an earlier spec's outcome
+    (status(condition("Compressed", "True", "Compressed", 2), compress="c0"), COMPRESS, "Compressed", JobState("Missing")),
+    # a later generation whose change left the stage alone (an SLO, the TTL): still this stage's outcome
+    (status(condition("Compressed", "True", "Compressed", 1)), COMPRESS, "Compressed", JobState("Succeeded")),
+    (status(condition("Compressed", "True", "Compressed", 2), condition("Published", "False", "LoadFailed", 2)),
+     PUBLISH, "Published", JobState("Failed", "LoadFailed", "LoadFailed text")),
+    (status(condition("Published", "True", "Served", 2), publish="p0"), PUBLISH, "Published", JobState("Missing")),
 ])
-def test_a_removed_job_stands_for_the_outcome_the_status_recorded(conditions, stage, expected):
-    assert recorded_outcome(conditions, 2, stage) == expected
+def test_a_removed_job_stands_for_the_outcome_the_status_recorded(recorded, stage, condition_type, expected):
+    digest = {COMPRESS: "c1", PUBLISH: "p1"}[stage]
+    assert recorded_outcome(recorded, stage, digest, condition_type) == expected
 
 
 def test_a_job_removed_after_its_ttl_is_not_run_again():
-    status = [condition("Compressed", "True", "Compressed", 1), condition("Published", "True", "Served", 1)]
-    observed = Observed(compress=recorded_outcome(status, 1, "Compressed"), result=result(),
-                        publish=recorded_outcome(status, 1, "Published"), publication=publication("Served", "Served"))
+    recorded = status(condition("Compressed", "True", "Compressed", 1), condition("Published", "True", "Served", 1))
+    observed = Observed(compress=recorded_outcome(recorded, COMPRESS, "c1", "Compressed"), result=result(),
+                        publish=recorded_outcome(recorded, PUBLISH, "p1", "Published"),
+                        publication=publication("Served", "Served"))
     assert summary(decide(model(TRITON), [], observed, "pvc://artifacts/r")) == {
         "SpecValid": ("True", "Valid"), "Compressed": ("True", "Compressed"), "SLOMet": ("True", "SLOMet"),
         "Published": ("True", "Served"), "Ready": ("True", "Ready"), "create": []}
+
+
+# --- retries, stuck pods, failed reconciles ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("observed, expected, attempt", [
+    # a publish that failed is run again, without recompressing
+    (Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "Retryable", "dead"),
+              publication=publication("Failed", "NotReady"), retry="1"),
+     {"Compressed": ("True", "Compressed"), "Published": ("Unknown", "Publishing"), "create": [PUBLISH]}, "1"),
+    # a failed compress runs again
+    (Observed(compress=JobState("Failed", "Retryable", "store down"), retry="1"),
+     {"Compressed": ("Unknown", "Compressing"), "create": [COMPRESS]}, "1"),
+    # nothing failed: nothing to run again
+    (Observed(compress=JobState("Running"), retry="1"), {"Compressed": ("Unknown", "Compressing"), "create": []}, None),
+    (Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Succeeded"),
+              publication=publication("Served", "Served"), retry="1"), {"Ready": ("True", "Ready"), "create": []}, None),
+    # no retry asked for (or honoured already): the failure stands
+    (Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "Retryable", "dead")),
+     {"Published": ("False", "Retryable"), "create": []}, None),
+])
+def test_a_retry_runs_the_failed_stage_again_once(observed, expected, attempt):
+    decision = decide(model(TRITON), [], observed, "pvc://artifacts/r")
+    got = summary(decision)
+    assert {k: got.get(k) for k in expected} == expected and decision.attempt == attempt
+
+
+@pytest.mark.parametrize("annotations, recorded, expected", [
+    ({}, None, None),
+    ({"modelfleet.io/retry": "1"}, None, "1"),
+    ({"modelfleet.io/retry": "1"}, "1", None),   # honoured once
+    ({"modelfleet.io/retry": "2"}, "1", "2"),    # a new value asks again
+    ({"modelfleet.io/retry": ""}, None, ""),
+])
+def test_a_retry_annotation_is_honoured_once_per_value(annotations, recorded, expected):
+    resource = {"metadata": {"annotations": annotations}, "status": {"retry": recorded} if recorded else {}}
+    assert unhonoured_retry(resource) == expected
+
+
+def test_a_stuck_pod_shows_in_the_conditions_while_the_job_runs():
+    observed = Observed(compress=JobState("Running", "ImagePullBackOff", "pod x: image not found"))
+    got = summary(decide(model(), [], observed, "r"))
+    assert got["Compressed"] == ("Unknown", "ImagePullBackOff") and got["Ready"] == ("False", "ImagePullBackOff")
+    assert got["create"] == []
+    stuck = Wanted("Compressed", "Unknown", "ImagePullBackOff", "pod x: image not found")
+    assert noteworthy(stuck) and event_type(stuck) == "Warning"
+
+
+def pod(conditions=(), waiting: tuple[str, str] | None = None) -> dict:
+    statuses = [{"name": "worker", "state": {"waiting": {"reason": waiting[0], "message": waiting[1]}}}] if waiting else []
+    return {"metadata": {"name": "digits-compress-x-abcde"},
+            "status": {"conditions": list(conditions), "containerStatuses": statuses}}
+
+
+UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/1 nodes are available: persistentvolumeclaim \"models\" not found."}
+
+
+@pytest.mark.parametrize("resource, expected", [
+    (pod(), None),
+    (pod([{"type": "PodScheduled", "status": "True"}]), None),
+    (pod(waiting=("ContainerCreating", "")), None),  # merely starting
+    (pod([UNSCHEDULABLE]), ("Unschedulable", 'persistentvolumeclaim "models" not found')),
+    (pod(waiting=("ErrImageNeverPull", "image modelfleet/worker:x is not present")), ("ErrImageNeverPull", "not present")),
+    (pod(waiting=("ImagePullBackOff", "Back-off pulling image")), ("ImagePullBackOff", "Back-off")),
+    (pod(waiting=("CreateContainerConfigError", 'secret "s3-creds" not found')),
+     ("CreateContainerConfigError", 'secret "s3-creds" not found')),
+])
+def test_pod_problems_name_why_a_pod_cannot_start(resource, expected):
+    problem = pod_problem(resource)
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem[0] == expected[0] and expected[1] in problem[1] and "digits-compress-x-abcde" in problem[1]
+
+
+@pytest.mark.parametrize("text, code, reason, message", [
+    ("InvalidSource: no such file (x.pt)", 4, "InvalidSource", "no such file (x.pt) (exit code 4)"),
+    ("Traceback (most recent call last):\n  File x", 1, "", "worker exited 1: Traceback"),
+    ("snake_case: not a reason", 2, "", "worker exited 2: snake_case"),     # would fail the status' schema
+    ("Foo bar: x", 2, "", "worker exited 2: Foo bar"),
+    ("X" * 100 + ": too long a word", 2, "", "worker exited 2"),
+    ("", 137, "", "worker exited 137"),
+    ("Retryable: ", 128, "", "worker exited 128"),
+])
+def test_a_termination_message_gives_a_reason_only_when_it_is_a_camel_case_word(text, code, reason, message):
+    got_reason, got_message = worker_failure(text, code)
+    assert got_reason == reason and got_message.startswith(message)
+
+
+@pytest.mark.parametrize("ready, expected", [
+    (None, {"Reconciled": ("False", "Forbidden"), "Ready": ("False", "Forbidden")}),
+    ("False", {"Reconciled": ("False", "Forbidden"), "Ready": ("False", "Forbidden")}),
+    ("True", {"Reconciled": ("False", "Forbidden")}),  # what is served stays in service: Ready stays
+])
+def test_a_failed_reconcile_is_named_in_the_conditions(ready, expected):
+    recorded = status(*([condition("Ready", ready, "Ready" if ready == "True" else "Compressing", 1)] if ready else []))
+    wanted = decide_failure(recorded, "Forbidden", "create job: 403 Forbidden: exceeded quota")
+    assert {w.type: (w.status, w.reason) for w in wanted} == expected
+    assert all(w.message == "create job: 403 Forbidden: exceeded quota" for w in wanted)
+
+
+def test_a_partial_merge_keeps_the_other_conditions():
+    old = [condition("Compressed", "True", "Compressed", 1), condition("Ready", "True", "Ready", 1)]
+    merged, changed = merge_conditions(old, [Wanted("Reconciled", "False", "ApiServerError", "500")], 1, "t1",
+                                       keep_others=True)
+    assert [(c.type, c.status) for c in merged] == [("Compressed", "True"), ("Ready", "True"), ("Reconciled", "False")]
+    assert [c.type for c in changed] == ["Reconciled"]
+
+
+@pytest.mark.parametrize("failures, expected", [(0, 0), (1, 1), (2, 2), (3, 4), (6, 32), (9, 256), (10, 300), (500, 300)])
+def test_backoff_doubles_from_the_base_up_to_the_cap(failures, expected):
+    assert backoff_seconds(failures, 1.0, 300.0) == expected
 
 
 # --- lifecycle ------------------------------------------------------------------------------------
@@ -309,6 +524,8 @@ def body(generation: int = 1, observed: int | None = None, finalizers=(FINALIZER
     ("MODIFIED", body(observed=1, deleting=True), True),  # deletion our finalizer holds
     ("MODIFIED", body(observed=1, finalizers=("other",), deleting=True), False),  # another's finalizer holds it
     ("DELETED", body(observed=1), False),
+    ("MODIFIED", body(observed=1) | {"metadata": {"generation": 1, "finalizers": [FINALIZER],
+                                                   "annotations": {"modelfleet.io/retry": "now"}}}, True),
 ])
 def test_needs_reconcile(event, resource, expected):
     assert needs_reconcile(event, resource) is expected

@@ -5,6 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,11 +47,12 @@ def onnx2tf() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def export_digits_onnx(digits_data, out: Path) -> Path:
+def export_digits_onnx(digits_data, out: Path, fixed_batch: int | None = None) -> Path:
+    """The digits CNN as ONNX: a dynamic batch dimension, or one fixed at `fixed_batch`."""
     module = torch.jit.load(str(digits_data / "digits.torchscript.pt"))
-    torch.onnx.export(module, (torch.zeros(2, 1, 8, 8),), str(out), input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
-                      opset_version=17, dynamo=False)
+    axes = None if fixed_batch else {"input": {0: "n"}, "logits": {0: "n"}}
+    torch.onnx.export(module, (torch.zeros(fixed_batch or 2, 1, 8, 8),), str(out), input_names=["input"],
+                      output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
     return out
 
 
@@ -154,3 +156,26 @@ def test_int8_dynamic_on_a_model_without_matmul_is_reported(digits_manifest, tmp
     assert main(["run", "-q", "-f", str(manifest), "-o", str(tmp_path / "out")]) == 10
     (failure,) = result_of(tmp_path / "out")["failures"]
     assert (failure["target"], failure["reason"]) == ("onnx-int8-dynamic", "NothingToQuantize")
+
+
+@pytest.mark.parametrize(("fmt", "batch"), [("onnx", 1), ("onnx", 7), ("torchscript", 1)])
+def test_a_fixed_batch_is_fed_exactly_and_scores_like_the_dynamic_batch(fmt, batch, digits_data, digits_result,
+                                                                        digits_manifest, tmp_path):
+    # 540 evaluation samples: batches of 7 leave a last batch of 1, filled up with copies and dropped again.
+    source = (f"file://{export_digits_onnx(digits_data, tmp_path / 'fixed.onnx', fixed_batch=batch)}" if fmt == "onnx"
+              else f"file://{digits_data / 'digits.torchscript.pt'}")
+    manifest = digits_manifest({**ONNX_ONLY, "source": {"uri": source, "format": fmt,
+                                                        "inputs": [{"name": "input", "shape": [batch, 1, 8, 8]}]}})
+    assert main(["run", "-q", "-f", str(manifest), "-o", str(tmp_path / "out")]) == 0
+
+    fixed, dynamic = result_of(tmp_path / "out"), result_of(digits_result)
+    assert fixed["failures"] == []
+    assert fixed["baseline"]["accuracy"] == dynamic["baseline"]["accuracy"] >= 95.0
+    artifacts = {a["name"]: a for a in fixed["artifacts"]}
+    reference = {a["name"]: a for a in dynamic["artifacts"]}
+    assert artifacts["onnx-int8-static"]["accuracy"] == reference["onnx-int8-static"]["accuracy"]
+    for artifact in artifacts.values():  # the graph keeps the batch, and every call fed exactly that many
+        assert artifact["signature"]["inputs"][0]["shape"] == [batch, 1, 8, 8]
+        assert artifact["latency"]["batchSize"] == batch
+        smoke = np.load(tmp_path / "out" / artifact["smoke"])
+        assert smoke["inputs"].shape == (batch, 1, 8, 8) and smoke["outputs"].shape == (batch, 10)

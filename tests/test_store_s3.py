@@ -205,10 +205,17 @@ def test_publish_triton_from_an_empty_s3_prefix_is_refused(minio_env, digits_dat
 
 
 class NoJobs:
-    """Just enough of modelfleet.k8s.Cluster for clean_up (it lists and deletes our Jobs)."""
+    """Just enough of modelfleet.k8s.Cluster for clean_up (it lists and deletes our Jobs, then posts an Event);
+    a stand-in, since this test is about the S3 side (the cluster tests run clean-up against the real API)."""
+
+    def __init__(self):
+        self.events: list[tuple[str, str]] = []
 
     def jobs(self, namespace: str, name: str) -> list:
         return []
+
+    def event(self, body: dict, kind: str, reason: str, message: str) -> None:
+        self.events.append((reason, message))
 
 
 def test_the_operator_reads_result_and_publication_from_s3_and_deletes_them(minio_env, digits_result):
@@ -227,5 +234,7 @@ def test_the_operator_reads_result_and_publication_from_s3_and_deletes_them(mini
     assert publication is not None and publication.version == 1
 
     body_ = {"metadata": {"namespace": "team-a", "name": "digits"}, "spec": {"artifactPolicy": "Delete"}}
-    clean_up(NoJobs(), settings, body_)
+    cluster = NoJobs()
+    clean_up(cluster, settings, body_)
     assert keys(minio_env, "operator/team-a/digits/") == {}
+    assert cluster.events == [("CleanedUp", "0 Jobs deleted, artifacts under s3://modelfleet/operator/team-a/digits deleted")]

@@ -6,20 +6,25 @@ Python-based "onnxruntime" backend in tests/triton_backend (the repository layou
 
 import json
 import shutil
+import signal
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
-from conftest import TritonProcess, free_port
+from conftest import TritonProcess, digits_example, free_port
+from kill_trials import KillTrials, PublishRun, table
 
 from modelfleet.api.compressedmodel import TritonTarget
+from modelfleet.api.publication import PublishedVersion, RepositoryRecord
 from modelfleet.api.result import ResultManifest
-from modelfleet.errors import PublishConflict, RepositoryError, RetryableError
+from modelfleet.errors import PermanentError, PublishConflict, RepositoryError, RetryableError
 from modelfleet.progress import Progress
-from modelfleet.publish.repository import RECORD_FILE
-from modelfleet.publish.triton import publish
+from modelfleet.publish.recovery import RECORD_HISTORY, begin, prune, recover, settle
+from modelfleet.publish.repository import CONFIG_FILE, RECORD_FILE, ModelRepository, open_repository, read_record
+from modelfleet.publish.triton import ALLOWED_SERVERS_ENV, check_server_allowed, publish
 from modelfleet.store import sha256_file
 
 OWNER = "default/digits"
@@ -194,8 +199,9 @@ def test_a_model_without_a_signature_is_refused(digits_result):
     result = load_result(digits_result)
     for artifact in result.artifacts:
         artifact.signature = None
-    with pytest.raises(Exception, match="carries no signature"):
+    with pytest.raises(PermanentError, match="carries no signature") as error:
         publish(result, digits_result, target(Path("/nonexistent"), "digits", None), OWNER, None, Progress(enabled=False))
+    assert (type(error.value), error.value.reason) == (PermanentError, "ArtifactMissing")
 
 
 # --- s3:// repositories, against moto's S3 server on loopback (a real HTTP S3 endpoint) ------------
@@ -218,13 +224,13 @@ def s3(monkeypatch):
     server.stop()
 
 
-def s3_target(repository: str, name: str = "digits") -> TritonTarget:
+def repository_target(repository: str, name: str = "digits") -> TritonTarget:
     return TritonTarget.model_validate({"repository": repository, "modelName": name})
 
 
 def test_s3_repository_gets_versions_config_and_record(s3, digits_result):
     result = load_result(digits_result)
-    outcomes = [publish(result, digits_result, s3_target("s3://models/triton"), OWNER, None, Progress(enabled=False))
+    outcomes = [publish(result, digits_result, repository_target("s3://models/triton"), OWNER, None, Progress(enabled=False))
                 for _ in range(3)]
     assert [(o.state, o.version) for o in outcomes] == [("Written", 1), ("Written", 2), ("Written", 3)]
     keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket="models")["Contents"])
@@ -241,15 +247,15 @@ def test_s3_foreign_model_missing_bucket_and_dead_endpoint(s3, digits_result, mo
     result = load_result(digits_result)
     s3.put_object(Bucket="models", Key="triton/resnet/1/model.onnx", Body=b"not ours")
     with pytest.raises(PublishConflict):
-        publish(result, digits_result, s3_target("s3://models/triton", "resnet"), OWNER, None, Progress(enabled=False))
+        publish(result, digits_result, repository_target("s3://models/triton", "resnet"), OWNER, None, Progress(enabled=False))
     assert s3.get_object(Bucket="models", Key="triton/resnet/1/model.onnx")["Body"].read() == b"not ours"
 
     with pytest.raises(RepositoryError, match="NoSuchBucket"):
-        publish(result, digits_result, s3_target("s3://no-such-bucket/triton"), OWNER, None, Progress(enabled=False))
+        publish(result, digits_result, repository_target("s3://no-such-bucket/triton"), OWNER, None, Progress(enabled=False))
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(RetryableError, match="S3 unreachable"):
-        publish(result, digits_result, s3_target("s3://models/triton"), OWNER, None, Progress(enabled=False))
+        publish(result, digits_result, repository_target("s3://models/triton"), OWNER, None, Progress(enabled=False))
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -281,3 +287,252 @@ def test_run_publishes_and_publish_command_adds_a_version(triton, digits_data, t
     assert "from another repository" in publication["message"]
     assert not any((tmp_path / "elsewhere/digits-cli").glob("[0-9]*"))  # the unserved version was removed
     assert client(triton).is_model_ready("digits-cli", "2")
+
+
+def test_publish_judges_the_result_by_the_manifests_slos_not_the_ones_it_was_built_under(digits_data, digits_result,
+                                                                                       tmp_path):
+    """Changing the SLOs does not recompress (the operator keeps the result), so the publish command gates
+    the stored result with the SLOs of the manifest it is given."""
+    import yaml
+
+    from conftest import digits_example
+    from modelfleet.cli import main
+
+    assert load_result(digits_result).verdict.passed
+    repository = tmp_path / "repository"
+    changes = {"slo": {"maxAccuracyDropPoints": 0.0, "maxSizeBytes": 1000},
+               "targets": {"edge": [], "triton": {"repository": f"file://{repository}", "modelName": "digits-slo"}}}
+    manifest = tmp_path / "stricter.yaml"
+    manifest.write_text(yaml.safe_dump(digits_example(digits_data, changes)))
+    assert main(["publish", "triton", "-q", "-f", str(manifest), "-r", str(digits_result)]) == 10  # SLONotMet
+    assert not repository.exists()
+
+    changes["slo"] = {"maxAccuracyDropPoints": 5.0}
+    manifest.write_text(yaml.safe_dump(digits_example(digits_data, changes)))
+    assert main(["publish", "triton", "-q", "-f", str(manifest), "-r", str(digits_result)]) == 0
+    assert (repository / "digits-slo" / "1" / "model.onnx").is_file()
+
+
+# --- nothing unverified stays served: rollback on any failure, the write-ahead record, pruning ----
+
+
+def states(repository: ModelRepository, name: str) -> dict[int, str]:
+    return {v.version: v.state for v in read_record(repository, name).versions}
+
+
+class FaultAt(Progress):
+    """Progress that calls `fault` at the step whose message contains `text`: a real fault at a known point."""
+
+    def __init__(self, text: str, fault):
+        super().__init__(enabled=False)
+        self.text, self.fault = text, fault
+
+    def step(self, stage: str, message: str) -> None:
+        if self.text in message:
+            self.fault()
+
+
+def test_triton_stopping_mid_verification_rolls_back_and_the_next_attempt_finishes_it(digits_result, tmp_path):
+    (tmp_path / "repository").mkdir()
+    result = load_result(digits_result)
+    server = TritonProcess(tmp_path / "repository", tmp_path / "first.log")
+    try:
+        publish(result, digits_result, target(tmp_path / "repository", "digits", server.url), OWNER, None,
+                Progress(enabled=False))
+        served_config = (tmp_path / "repository/digits" / CONFIG_FILE).read_text()
+        with pytest.raises(RetryableError, match="unreachable") as error:
+            publish(result, digits_result, target(tmp_path / "repository", "digits", server.url), OWNER, None,
+                    FaultAt("verifying version 2", server.stop))
+    finally:
+        server.stop()
+    assert error.value.exit_code >= 128
+    repository = open_repository(f"file://{tmp_path / 'repository'}")
+    assert repository.versions("digits") == [1]
+    assert repository.read("digits", CONFIG_FILE) == served_config
+    # The stopped server could not be told to reload: version 2 stays pending until the next attempt.
+    assert states(repository, "digits") == {1: "served", 2: "pending"}
+
+    server = TritonProcess(tmp_path / "repository", tmp_path / "second.log")
+    try:
+        outcome = publish(result, digits_result, target(tmp_path / "repository", "digits", server.url), OWNER, None,
+                          Progress(enabled=False))
+    finally:
+        server.stop()
+    assert (outcome.state, outcome.version, outcome.served_versions) == ("Served", 3, [1, 3])
+    assert repository.versions("digits") == [1, 3]  # the last verified version survived the retry's pruning
+    assert states(repository, "digits") == {1: "served", 2: "rolledBack", 3: "served"}
+
+
+@pytest.fixture
+def cli_target(triton, digits_data, digits_result, tmp_path):
+    """A manifest publishing model `name` to the session's server, and a copy of the result it publishes."""
+    import yaml
+
+    result_dir = tmp_path / "result"
+    shutil.copytree(digits_result, result_dir)
+
+    def write(name: str) -> tuple[Path, Path]:
+        changes = {"targets": {"edge": [], "triton": {
+            "repository": f"file://{triton.repository}", "modelName": name, "serverUrl": triton.url,
+            "verification": {"latencyRequests": 100}}}}
+        manifest = tmp_path / f"{name}.yaml"
+        manifest.write_text(yaml.safe_dump(digits_example(digits_data, changes)))
+        return manifest, result_dir
+
+    return write
+
+
+@pytest.mark.parametrize("name, step", [("digits-term-a", "loading digits-term-a"),
+                                        ("digits-term-b", "measuring version 2")], ids=["load", "latency-run"])
+def test_sigterm_rolls_back_before_the_process_exits(triton, cli_target, name, step):
+    manifest, result_dir = cli_target(name)
+    assert PublishRun(manifest, result_dir).finish() == 0
+    run = PublishRun(manifest, result_dir)
+    run.wait_for_line(step)
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 143, run.lines
+    assert any("[Terminated]" in line for line in run.lines), run.lines
+    repository = open_repository(f"file://{triton.repository}")
+    assert states(repository, name) == {1: "served", 2: "rolledBack"}, run.lines
+    assert repository.versions(name) == [1]
+    assert KillTrials(triton.url, triton.repository, name, manifest, result_dir, seed=0).violations(1) == []
+    assert [m["version"] for m in client(triton).get_model_repository_index()
+            if m["name"] == name and m.get("state") == "READY"] == ["1"]
+
+
+def test_publish_killed_at_random_points_never_leaves_an_unverified_version_served(triton, cli_target):
+    manifest, result_dir = cli_target("digits-kills")
+    trials = KillTrials(triton.url, triton.repository, "digits-kills", manifest, result_dir, seed=2024)
+    trials.calibrate()
+    results = [trials.run(number) for number in range(6)]
+    assert sum(len(t.violations) for t in results) == 0, table(results, trials.startup_s, trials.duration_s)
+
+
+def killed_attempt(repository: ModelRepository, name: str, result_dir: Path, killed_after: str) -> int:
+    """What an attempt killed after step `killed_after` leaves behind: publish's own steps up to there."""
+    artifact = next(a for a in load_result(result_dir).artifacts if a.name == "onnx-int8-static")
+    record = read_record(repository, name)
+    version = record.last_version + 1
+    begin(repository, record, name, PublishedVersion(version=version, artifact=artifact.name, sha256=artifact.sha256,
+                                                     state="pending", previous_config=repository.read(name, CONFIG_FILE)))
+    if killed_after == "copying" and repository.uri.startswith("file://"):
+        staging = Path(repository.uri.removeprefix("file://")) / name / f".staging-{version}"
+        staging.mkdir()
+        (staging / "model.onnx").write_bytes(b"half a model")
+    if killed_after in ("copied", "configured"):
+        repository.put_version(name, version, result_dir / artifact.files[0])
+    if killed_after == "configured":
+        repository.write(name, CONFIG_FILE, f"# the config of version {version}, never verified")
+    return version
+
+
+@pytest.mark.parametrize("killed_after", ["recorded", "copying", "copied", "configured"])
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_attempt_killed_after_any_step_is_undone_by_the_next_one(digits_result, tmp_path, request, kind, killed_after):
+    uri = f"file://{tmp_path}" if kind == "file" else f"s3://models/{tmp_path.name}"  # moto's buckets outlive a test
+    if kind == "s3":
+        request.getfixturevalue("s3")
+    result, repository = load_result(digits_result), open_repository(uri)
+    publish(result, digits_result, repository_target(uri), OWNER, None, Progress(enabled=False))
+    config = repository.read("digits", CONFIG_FILE)
+    assert killed_attempt(repository, "digits", digits_result, killed_after) == 2
+
+    outcome = publish(result, digits_result, repository_target(uri), OWNER, None, Progress(enabled=False))
+    assert (outcome.state, outcome.version) == ("Written", 3)
+    assert repository.versions("digits") == [1, 3]
+    assert states(repository, "digits") == {1: "written", 2: "rolledBack", 3: "written"}
+    assert repository.read("digits", CONFIG_FILE) != config and "3:" in repository.read("digits", CONFIG_FILE)
+    if kind == "file":
+        assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1", "3", CONFIG_FILE, RECORD_FILE]
+
+
+def test_a_killed_first_version_is_recovered_to_no_config_at_all(digits_result, tmp_path):
+    repository = open_repository(f"file://{tmp_path}")
+    record = RepositoryRecord(owner=OWNER, last_version=0)
+    artifact = next(a for a in load_result(digits_result).artifacts if a.name == "onnx-int8-static")
+    begin(repository, record, "digits", PublishedVersion(version=1, artifact=artifact.name, sha256=artifact.sha256,
+                                                         state="pending"))
+    repository.put_version("digits", 1, digits_result / artifact.files[0])
+    repository.write("digits", CONFIG_FILE, "# never verified")
+
+    record = read_record(repository, "digits")
+    recover(repository, record, repository_target(f"file://{tmp_path}"), None, Progress(enabled=False))
+    assert [p.name for p in (tmp_path / "digits").iterdir()] == [RECORD_FILE]
+    assert (read_record(repository, "digits").last_version, states(repository, "digits")) == (1, {1: "rolledBack"})
+
+
+def test_pruning_keeps_the_newest_verified_versions_and_touches_nothing_else(digits_result, tmp_path):
+    repository = open_repository(f"file://{tmp_path}")
+    recorded = {1: "served", 2: "served", 3: "rolledBack", 4: "written", 5: "pending", 6: "served"}
+    for version in [*recorded, 7]:  # 7: a directory the record does not list
+        repository.put_version("digits", version, digits_result / "onnx-int8-static/model.onnx")
+    record = RepositoryRecord(owner=OWNER, last_version=7, versions=[
+        PublishedVersion(version=v, artifact="onnx-int8-static", sha256="0" * 64, state=state)
+        for v, state in recorded.items()])
+    keep_two = repository_target(f"file://{tmp_path}")
+
+    prune(repository, record, keep_two, 4)  # verified up to 4: 1, 2, 4; the newer 6 is not a candidate
+    assert repository.versions("digits") == [2, 3, 4, 5, 6, 7]
+    prune(repository, record, keep_two, 6)
+    assert repository.versions("digits") == [3, 4, 5, 6, 7]
+
+
+def test_record_keeps_every_version_still_in_the_repository_however_long_the_history(digits_result, tmp_path):
+    uri = f"file://{tmp_path}"
+    repository = open_repository(uri)
+    publish(load_result(digits_result), digits_result, repository_target(uri), OWNER, None, Progress(enabled=False))
+    record = read_record(repository, "digits")
+    for version in range(2, RECORD_HISTORY + 10):
+        entry = PublishedVersion(version=version, artifact="onnx-int8-static", sha256="0" * 64, state="pending")
+        begin(repository, record, "digits", entry)
+        settle(repository, record, "digits", entry, "rolledBack")
+    kept = read_record(repository, "digits").versions
+    assert (kept[0].version, kept[0].state) == (1, "written")
+    assert len(kept) == 1 + RECORD_HISTORY
+
+
+# --- the allow-list of Triton servers (MODELFLEET_TRITON_SERVERS) ---------------------------------
+
+ALLOWED = "http://triton.serving:8000,https://triton.prod:8443"
+
+
+@pytest.mark.parametrize("url, allowed, ok", [
+    ("http://triton.serving:8000", ALLOWED, True),
+    ("https://TRITON.prod:8443/v2/models", ALLOWED, True),  # host case and path do not matter
+    ("http://triton.serving", "http://triton.serving:80/", True),  # the scheme's default port
+    ("http://triton.serving:8001", ALLOWED, False),
+    ("https://triton.serving:8000", ALLOWED, False),
+    ("http://triton.serving.example.com:8000", ALLOWED, False),
+    ("http://triton.serving:8000@evil.example.com:8000", ALLOWED, False),  # user info is not the host
+    ("http://triton.serving:8000", " , ", False),  # set, but nothing usable: refuse rather than allow all
+    ("http://anything:1", "", True),  # unset: local use, no restriction
+])
+def test_allow_list_matches_scheme_host_and_port(url, allowed, ok):
+    if ok:
+        check_server_allowed(url, allowed)
+    else:
+        with pytest.raises(PermanentError, match="allow-list") as error:
+            check_server_allowed(url, allowed)
+        assert error.value.reason == "ServerNotAllowed" and url in str(error.value)
+
+
+def test_server_off_the_allow_list_is_refused_before_any_request_or_write(digits_result, tmp_path, monkeypatch):
+    monkeypatch.setenv(ALLOWED_SERVERS_ENV, ALLOWED)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(PermanentError) as error:
+            publish(load_result(digits_result), digits_result, target(tmp_path / "repository", "digits", url), OWNER,
+                    None, Progress(enabled=False))
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected
+    assert (error.value.reason, error.value.exit_code) == ("ServerNotAllowed", 2)
+    assert url in str(error.value) and "operator's setting decides" in str(error.value)
+    assert not (tmp_path / "repository").exists()
+
+
+def test_server_on_the_allow_list_is_published_to(triton, digits_result, monkeypatch):
+    monkeypatch.setenv(ALLOWED_SERVERS_ENV, f"{ALLOWED},{triton.url}/v2")
+    assert publish_to(triton, "digits-allowed", digits_result).state == "Served"

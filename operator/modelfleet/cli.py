@@ -3,13 +3,14 @@
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from modelfleet.errors import ModelfleetError, SLONotMet
+from modelfleet.errors import ModelfleetError, SLONotMet, Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +147,7 @@ def _run(args) -> int:
 
 def _publish_triton(args) -> int:
     from modelfleet.errors import InvalidManifest
+    from modelfleet.gate import evaluate_slo
     from modelfleet.manifest import load_manifest
 
     model = load_manifest(args.filename)
@@ -156,18 +158,25 @@ def _publish_triton(args) -> int:
     target = type(target).model_validate(target.model_dump(by_alias=True) | overrides)
     with _workdir(args.result) as result_dir:
         result = _read_result(args.result, result_dir, target)
-        if not result.verdict.passed:
-            raise SLONotMet(f"{args.result}/result.json: the artifacts missed their SLOs; not publishing")
+        # The manifest's SLOs, not the ones result.json was judged by: changing the SLOs does not recompress.
+        verdict = evaluate_slo(result.artifacts, result.failures, model.spec.slo)
+        if not verdict.passed:
+            raise SLONotMet(f"{args.result}/result.json: the artifacts miss the SLOs ("
+                            f"{'; '.join(v.message for v in verdict.violations)}); not publishing")
         _publish(model, args.filename, result_dir, target, not args.quiet, result, args.result)
     return 0
 
 
 def _read_result(location: Path | str, directory: Path, target):
     """The result manifest; for s3://, downloaded with the files publishing needs into `directory`."""
+    from pydantic import ValidationError
+
     from modelfleet.api.result import ResultManifest
     from modelfleet.errors import InvalidManifest, PermanentError
+    from modelfleet.manifest import format_validation_error
     from modelfleet.pipeline.run import RESULT_FILE
     from modelfleet.store import s3
+    from modelfleet.store.paths import confined
 
     if isinstance(location, Path):
         text = (location / RESULT_FILE).read_text() if (location / RESULT_FILE).is_file() else None
@@ -175,13 +184,17 @@ def _read_result(location: Path | str, directory: Path, target):
         text = s3.read_text(f"{location}/{RESULT_FILE}")
     if text is None:
         raise InvalidManifest(f"{location}/{RESULT_FILE}: no result manifest (run `modelfleet run` first)")
-    result = ResultManifest.model_validate_json(text)
+    try:
+        result = ResultManifest.model_validate_json(text)
+    except ValidationError as e:
+        raise InvalidManifest(f"{location}/{RESULT_FILE}: invalid result manifest:\n{format_validation_error(e)}",
+                              reason="InvalidResult") from e
     if isinstance(location, str):
         prefix = s3.parse(location)
         wanted = [a for a in result.artifacts if a.name == f"onnx-{target.precision}"]  # what publishing reads
         for relative in [f for a in wanted for f in (*a.files, a.smoke) if f]:
-            s3.download(prefix.child(relative), directory / relative, permanent=PermanentError,
-                        missing_reason="ArtifactMissing")
+            s3.download(prefix.child(relative), confined(directory, relative, f"{location}/{RESULT_FILE}"),
+                        permanent=PermanentError, missing_reason="ArtifactMissing")
         (directory / RESULT_FILE).write_text(text)
     return result
 
@@ -195,14 +208,30 @@ def _publish(model, manifest: Path, result_dir: Path, target, verbose: bool, res
     from modelfleet.store import atomic_write_text, s3
 
     owner = f"{model.metadata.namespace or 'default'}/{model.metadata.name}"
-    outcome = publish(result, result_dir, target, owner, manifest_dir(manifest), Progress(enabled=verbose),
-                      latency_slo_ms=model.spec.slo.latency_p95_ms.triton)
+    with _sigterm_raises():
+        outcome = publish(result, result_dir, target, owner, manifest_dir(manifest), Progress(enabled=verbose),
+                          latency_slo_ms=model.spec.slo.latency_p95_ms.triton)
     atomic_write_text(result_dir / PUBLICATION_FILE, outcome.model_dump_json(by_alias=True, exclude_none=True, indent=2))
     if isinstance(location, str):
         s3.put_file(result_dir / PUBLICATION_FILE, f"{location}/{PUBLICATION_FILE}")
     print(f"triton: {target.model_name} version {outcome.version} {outcome.state.lower()}: {outcome.message}")
     if outcome.state == "Failed":
         raise PublishFailed(outcome.message, reason=outcome.reason)
+
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM (pod deletion, the Job's deadline) raises Terminated, so publishing rolls back before the exit."""
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one rollback; the kubelet's SIGKILL ends a stuck one
+        raise Terminated("stopped by SIGTERM (pod deleted or Job deadline passed) while publishing")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _worker_compress(args) -> int:

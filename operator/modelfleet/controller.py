@@ -1,9 +1,10 @@
 """One reconcile for a CompressedModel: observe (API + artifact store), decide (pure), act.
 
-Called for the resource's own watch events and for events of its Jobs, so a restarted operator
-picks up exactly where the cluster is: Job names are deterministic, creation is idempotent, and
-the status is recomputed from what exists (and, for Jobs Kubernetes already removed, from what
-the status recorded).
+Called for the resource's own watch events, for events of its Jobs and stuck pods, for retries after a
+failure and for the periodic resync, so a restarted operator picks up exactly where the cluster is: Job
+names are deterministic, creation is idempotent, and the status is recomputed from what exists (and, for
+Jobs Kubernetes already removed, from what the status recorded). Every failure raises; the caller
+(modelfleet.workqueue) requeues it and `record_failure` writes it into the status.
 """
 
 import datetime
@@ -20,14 +21,15 @@ from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatu
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain import feasibility
-from modelfleet.domain.lifecycle import FINALIZER, with_finalizer, without_finalizer
+from modelfleet.domain.lifecycle import FINALIZER, unhonoured_retry, with_finalizer, without_finalizer
 from modelfleet.domain.plan import (
-    COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, model_root_uri, result_uri, spec_hash, worker_job,
+    COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, model_root_uri, result_uri, stage_hashes, worker_job,
 )
 from modelfleet.domain.status import (
-    Decision, Observed, Wanted, decide, event_type, merge_conditions, noteworthy, recorded_outcome,
+    Decision, JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy,
+    recorded_outcome,
 )
-from modelfleet.errors import RetryableError
+from modelfleet.errors import ModelfleetError, RetryableError, first_line
 from modelfleet.k8s import Cluster
 from modelfleet.manifest import format_validation_error
 from modelfleet.store import read_text, resolve_local, s3
@@ -51,6 +53,7 @@ def settings_from_env() -> OperatorSettings:
         image_pull_policy=os.environ.get("MODELFLEET_IMAGE_PULL_POLICY", "IfNotPresent"),
         worker_service_account=os.environ.get("MODELFLEET_WORKER_SERVICE_ACCOUNT") or None,
         artifacts_secret=os.environ.get("MODELFLEET_ARTIFACTS_SECRET") or None,
+        triton_servers=tuple(u.strip() for u in os.environ.get("MODELFLEET_TRITON_SERVERS", "").split(",") if u.strip()),
     )
 
 
@@ -60,9 +63,10 @@ def echoes_own_write(body: dict) -> bool:
 
 
 def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, body: dict | None = None,
-              jobs: list[dict] | None = None) -> None:
+              jobs: list[dict] | None = None, pod_problems: dict[str, tuple[str, str]] | None = None) -> None:
     """`body`, when the caller has a fresh one (the resource's own watch event), saves a read; so do
-    `jobs`, the resource's Jobs as the operator's Job watch knows them (otherwise they are listed)."""
+    `jobs`, the resource's Jobs as the operator's Job watch knows them (otherwise they are listed).
+    `pod_problems`: why a Job's pod cannot start, by Job name."""
     started = time.monotonic()
     with _locks[(namespace, name)]:  # a resource event and a Job event may arrive together
         body = body or cluster.get_model(namespace, name)
@@ -75,11 +79,30 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name
             _locks.pop((namespace, name), None)
             _own_versions.pop((namespace, name), None)
             return
-        ready = _reconcile(cluster, settings, body, cluster.jobs(namespace, name) if jobs is None else jobs)
+        jobs = cluster.jobs(namespace, name) if jobs is None else jobs
+        ready = _reconcile(cluster, settings, body, jobs, pod_problems or {})
     log.info("reconciled %s/%s in %.0f ms: Ready=%s", namespace, name, (time.monotonic() - started) * 1000, ready)
 
 
-def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: list[dict]) -> str:
+def record_failure(cluster: Cluster, namespace: str, name: str, error: Exception, failures: int,
+                   retry_in: float) -> None:
+    """After a failed reconcile: conditions that name the error (Reconciled=False, and Ready unless the resource
+    is Ready) and a Warning Event when they change. The retry itself is the caller's."""
+    body = cluster.get_model(namespace, name)
+    if body is None:
+        return
+    reason = error.reason if isinstance(error, ModelfleetError) else type(error).__name__
+    if body["metadata"].get("deletionTimestamp"):
+        reason = "CleanupFailed"
+    times = "once" if failures == 1 else f"{failures} times in a row"
+    message = f"{first_line(error, 1000)} (failed {times}; retrying in {retry_in:.0f} s)"
+    status = _status(body)
+    _write(cluster, body, status, Decision(decide_failure(status, reason, message)), body["metadata"].get("generation"),
+           partial=True)
+
+
+def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: list[dict],
+               pod_problems: dict[str, tuple[str, str]]) -> str:
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     status = _status(body)
@@ -87,27 +110,36 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: l
         model = CompressedModel.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     except ValidationError as e:  # the CRD schema should have refused it; say why rather than crash
         return _write(cluster, body, status, decide_invalid(format_validation_error(e)), generation)[0]
-    digest = spec_hash(model)
-    output = result_uri(settings, namespace, name, digest)
-    current = {}
-    for job in jobs:
+    hashes = stage_hashes(model)
+    output = result_uri(settings, namespace, name, hashes[COMPRESS])
+    current: dict[str, dict] = {}
+    superseded: set[str] = set()
+    for job in sorted(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"])):
         labels = job["metadata"].get("labels", {})
-        if labels.get(HASH_LABEL) == digest:
-            current[labels.get(STAGE_LABEL)] = job
+        if labels.get(HASH_LABEL) == hashes.get(labels.get(STAGE_LABEL)):
+            current[labels[STAGE_LABEL]] = job  # the newest wins: a retry's Job comes after the one that failed
         else:  # an earlier spec's Jobs; its published artifacts stay until the new ones pass the gate
-            cluster.delete_job(namespace, job["metadata"]["name"])
-    observed = _observe(cluster, current, output, status, generation)
-    decision = decide(model, feasibility.problems(model.spec), observed, output)
+            superseded.add(labels.get(STAGE_LABEL))
+            if not job["metadata"].get("deletionTimestamp"):
+                # In the foreground: the Job stays until its pod has stopped, and a publish pod rolls back
+                # on SIGTERM, so the next publish of the same model never overlaps it.
+                cluster.delete_job(namespace, job["metadata"]["name"], foreground=True)
+    retry = unhonoured_retry(body)
+    observed = _observe(cluster, current, pod_problems, output, status, hashes, retry, PUBLISH in superseded)
+    decision = decide(model, feasibility.problems(model, settings), observed, output)
     for stage in decision.create:  # first: a Job is what the user waits for
-        job = worker_job(model, meta["uid"], stage, settings)
+        job = worker_job(model, meta["uid"], stage, settings, decision.attempt)
         if cluster.create_job(job):
-            cluster.event(body, "Normal", "JobCreated", f"{stage} Job {job['metadata']['name']} created")
+            again = f" (retry {decision.attempt!r})" if decision.attempt is not None else ""
+            cluster.event(body, "Normal", "JobCreated", f"{stage} Job {job['metadata']['name']} created{again}")
     # After the first Job, not before it: that Job is owned by the resource, so if the resource is
     # deleted in between, the garbage collector removes it.
     before = meta["resourceVersion"]
     body = _update_finalizers(cluster, body, with_finalizer)
     written = {body["metadata"]["resourceVersion"]} - {before}
-    ready, version = _write(cluster, body, status, decision, generation)
+    # A retry asked for is honoured once: when nothing had failed, there was nothing to run again.
+    recorded = {"specHashes": hashes, **({"retry": retry} if retry is not None else {})}
+    ready, version = _write(cluster, body, status, decision, generation, recorded)
     if written or version:
         _own_versions[(namespace, name)] = written | ({version} if version else set())
     return ready
@@ -130,37 +162,45 @@ def _update_finalizers(cluster: Cluster, body: dict, change) -> dict:
     raise RetryableError(f"{meta['namespace']}/{meta['name']}: the finalizers kept changing under us")
 
 
-def _observe(cluster: Cluster, jobs: dict[str, dict], output: str, status: CompressedModelStatus,
-             generation: int | None) -> Observed:
-    def stage(name: str, condition: str):
-        if name in jobs:
-            return cluster.job_state(jobs[name])
-        return recorded_outcome(status.conditions, generation, condition)  # removed after its TTL, or never created
+def _observe(cluster: Cluster, jobs: dict[str, dict], pod_problems: dict[str, tuple[str, str]], output: str,
+             status: CompressedModelStatus, hashes: dict[str, str], retry: str | None,
+             previous_publish_stopping: bool) -> Observed:
+    def stage(name: str, condition: str) -> JobState:
+        if name not in jobs:  # removed after its TTL, or never created
+            return recorded_outcome(status, name, hashes[name], condition)
+        state = cluster.job_state(jobs[name])
+        problem = pod_problems.get(jobs[name]["metadata"]["name"])
+        return JobState("Running", *problem) if state.phase == "Running" and problem else state
 
     compress, publish = stage(COMPRESS, "Compressed"), stage(PUBLISH, "Published")
     result = read_result(output) if compress.phase == "Succeeded" else None
-    publication = read_publication(output) if publish.phase in ("Succeeded", "Failed") else None
-    return Observed(compress=compress, result=result, publish=publish, publication=publication)
+    publication = read_publication(output) if publish.phase == "Succeeded" else None
+    return Observed(compress=compress, result=result, publish=publish, publication=publication, retry=retry,
+                    previous_publish_stopping=previous_publish_stopping)
 
 
 def read_result(output: str) -> ResultManifest | None:
     """The result manifest under the result URI (pvc://, file:// or s3://), or None when absent or invalid.
 
-    An unreachable store raises RetryableError: "missing" must not be concluded from "cannot look".
+    A store that cannot be read (unreachable, refusing, an I/O error) raises RetryableError: "missing",
+    which is final, must not be concluded from "cannot look".
     """
     return _read(f"{output}/{RESULT_FILE}", ResultManifest)
 
 
 def read_publication(output: str) -> TritonPublication | None:
-    """The publish Job's outcome beside result.json, or None when absent or invalid."""
+    """A successful publish Job's outcome beside result.json, or None when absent or invalid."""
     return _read(f"{output}/{PUBLICATION_FILE}", TritonPublication)
 
 
 def _read(uri: str, model):
     try:
         text = read_text(uri)
+    except OSError as e:
+        raise RetryableError(f"{uri} cannot be read: {first_line(e)}") from e
+    try:
         return model.model_validate_json(text) if text is not None else None
-    except (OSError, ValidationError):
+    except ValidationError:
         return None
 
 
@@ -176,13 +216,22 @@ def decide_invalid(message: str) -> Decision:
 
 
 def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision: Decision,
-           generation: int | None) -> tuple[str, str | None]:
+           generation: int | None, recorded: dict | None = None, partial: bool = False) -> tuple[str, str | None]:
     """Patch the status, post an Event per changed condition; returns the Ready condition's status and
-    the resourceVersion the patch produced (None when the status did not change)."""
+    the resourceVersion the patch produced (None when the status did not change).
+
+    `partial`: only the decision's conditions change (a failure's); the rest of the status stays. Otherwise
+    the decision is the whole story, and a Reconciled=False left by earlier failures turns True.
+    """
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    conditions, changed = merge_conditions(status.conditions, decision.conditions, generation, now)
-    patch = {"observedGeneration": generation,
-             "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]}
+    wanted = list(decision.conditions)
+    if not partial and any(c.type == "Reconciled" for c in status.conditions):
+        wanted.append(Wanted("Reconciled", "True", "Reconciled", "the last reconcile succeeded"))
+    conditions, changed = merge_conditions(status.conditions, wanted, generation, now, keep_others=partial)
+    patch = {"conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]}
+    if not partial:
+        patch["observedGeneration"] = generation
+        patch.update(recorded or {})
     if decision.artifacts is not None:
         patch["artifacts"] = [a.model_dump(mode="json", by_alias=True) for a in decision.artifacts]
         patch["evaluation"] = decision.evaluation.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -196,15 +245,21 @@ def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision
 
 
 def clean_up(cluster: Cluster, settings: OperatorSettings, body: dict) -> None:
-    """On deletion: remove the Jobs, and the stored artifacts when artifactPolicy is Delete."""
+    """On deletion: remove the Jobs, and the stored artifacts when artifactPolicy is Delete; an Event says
+    what was done. Any failure raises, so the finalizer stays until a retry succeeds."""
     meta = body["metadata"]
-    for job in cluster.jobs(meta["namespace"], meta["name"]):
+    jobs = cluster.jobs(meta["namespace"], meta["name"])
+    for job in jobs:
         cluster.delete_job(meta["namespace"], job["metadata"]["name"])
+    root_uri = model_root_uri(settings, meta["namespace"], meta["name"])
     if (body.get("spec") or {}).get("artifactPolicy") == "Delete":
-        root_uri = model_root_uri(settings, meta["namespace"], meta["name"])
         if root_uri.startswith(s3.SCHEME):
             s3.delete_prefix(root_uri)
-            return
-        root = resolve_local(root_uri)
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+        else:
+            root = resolve_local(root_uri)
+            if root is not None and root.exists():
+                shutil.rmtree(root)
+        artifacts = f"artifacts under {root_uri} deleted"
+    else:
+        artifacts = f"artifacts under {root_uri} retained (artifactPolicy Retain)"
+    cluster.event(body, "Normal", "CleanedUp", f"{len(jobs)} Jobs deleted, {artifacts}")

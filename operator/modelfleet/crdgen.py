@@ -99,6 +99,8 @@ def _openapi_schema() -> dict:
     return {
         "type": "object",
         "description": resource["description"],
+        # The model's root rules (metadata.name's length) read metadata, which the API server fills in.
+        "x-kubernetes-validations": resource["x-kubernetes-validations"],
         "required": ["spec"],
         "properties": {
             # The API server fills in and checks apiVersion, kind and metadata itself.

@@ -88,6 +88,25 @@ class RetryableError(ModelfleetError):
     reason = "Retryable"
 
 
+class Terminated(RetryableError):
+    """SIGTERM (a deleted pod, a Job's deadline) stopped the command; 128 + 15, as a shell reports it."""
+
+    exit_code = 143
+    reason = "Terminated"
+
+
+class KubernetesApiError(ModelfleetError):
+    """The Kubernetes API refused or failed a request the operator made; the reconcile is requeued."""
+
+    _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+                410: "Expired", 422: "Invalid", 429: "TooManyRequests"}
+
+    def __init__(self, message: str, status: int | None):
+        reason = "ApiUnreachable" if status is None else self._REASONS.get(status, "ApiServerError" if status >= 500 else "ApiError")
+        super().__init__(message, reason=reason)
+        self.status = status
+
+
 def first_line(e: BaseException, limit: int = 500) -> str:
     """The first line of an exception's text: library errors are often pages long."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]

@@ -1,25 +1,52 @@
 """The `CompressedModel` resource (modelfleet.io/v1alpha1): what to compress, for where, under which SLOs."""
 
+import math
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from modelfleet.api.base import WireModel
+from modelfleet.api.paths import (INPUT_SCHEMES, INPUT_URI_PATTERN, REPOSITORY_SCHEMES, REPOSITORY_URI_PATTERN,
+                                  uri_problem)
 
 GROUP = "modelfleet.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-URI_PATTERN = r"^(file|https|s3|pvc)://.+"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 REASON_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
+# Job names are `<name>-compress-<10 hex>` or `<name>-publish-<10 hex>` (a retry folds into the hash) and
+# are label values too: Kubernetes allows 63 characters, which 40 leaves room for.
+MAX_NAME_LENGTH = 40
+NAME_TOO_LONG = (f"metadata.name must be at most {MAX_NAME_LENGTH} characters: the worker Jobs are named "
+                 "<name>-compress-<hash> and <name>-publish-<hash>, within Kubernetes' 63")
+# One batch of the model input (the batch dimension counted as 1 when dynamic): 1 GiB of float32.
+MAX_BATCH_ELEMENTS = 1 << 28
 
 
 def _cel(rule: str, message: str) -> dict:
     """JSON schema extra holding a Kubernetes CEL rule, so the API server enforces a model validator too."""
     return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+def _checked_uri(schemes: tuple[str, ...]):
+    """Before the pattern (whose mismatch message is the regex itself): the same verdict, said in words."""
+
+    def check(value):
+        problem = isinstance(value, str) and uri_problem(value, schemes)
+        if problem:
+            raise ValueError(f"{value!r}: {problem}")
+        return value
+
+    return BeforeValidator(check)
+
+
+# Inputs and repositories: no '..', '.' or empty segments, no backslash or NUL, pvc:// claims that are
+# valid PVC names; `modelfleet.store` still confines each resolved path to its root at run time.
+InputURI = Annotated[str, _checked_uri(INPUT_SCHEMES), Field(pattern=INPUT_URI_PATTERN, max_length=2048)]
+RepositoryURI = Annotated[str, _checked_uri(REPOSITORY_SCHEMES), Field(pattern=REPOSITORY_URI_PATTERN, max_length=2048)]
 
 
 class SourceFormat(str, Enum):
@@ -84,16 +111,19 @@ class TensorSpec(WireModel):
         bad = [d for d in self.shape[1:] if d <= 0]
         if bad:
             raise ValueError(f"input {self.name!r}: non-batch dimensions must be positive, got {self.shape}")
+        elements = math.prod(abs(d) for d in self.shape)
+        if elements > MAX_BATCH_ELEMENTS:
+            raise ValueError(f"input {self.name!r}: one batch of shape {self.shape} has {elements} elements, "
+                             f"more than the {MAX_BATCH_ELEMENTS} modelfleet loads at once")
         return self
 
 
 class Source(WireModel):
     """Where the trained model comes from."""
 
-    uri: str = Field(
-        pattern=URI_PATTERN,
-        max_length=2048,
-        description="URI of the trained model: file://, https://, s3:// or pvc://<claim>/<path>.",
+    uri: InputURI = Field(
+        description="URI of the trained model: file://, https://, s3:// or pvc://<claim>/<path>. "
+                    "'..' and '.' path segments are refused.",
     )
     format: SourceFormat = Field(
         description="Serialization of the source: a TorchScript archive, a torch.export ExportedProgram (.pt2), or an ONNX model."
@@ -113,10 +143,9 @@ class Source(WireModel):
 class DataRef(WireModel):
     """A data file in the artifact store."""
 
-    uri: str = Field(
-        pattern=URI_PATTERN,
-        max_length=2048,
-        description="URI of an .npz file holding an `inputs` array (samples along the first axis) and an integer `labels` array.",
+    uri: InputURI = Field(
+        description="URI of an .npz file holding an `inputs` array (samples along the first axis) and an integer "
+                    "`labels` array: file://, https://, s3:// or pvc://<claim>/<path>.",
     )
 
 
@@ -189,8 +218,7 @@ class TritonTarget(WireModel):
         )
     }
 
-    repository: str = Field(
-        pattern=r"^(file|s3|pvc)://.+", max_length=2048,
+    repository: RepositoryURI = Field(
         description="Triton model repository: file://<path>, pvc://<claim>/<path> or s3://<bucket>/<prefix> "
                     "(endpoint and credentials from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).",
     )
@@ -414,6 +442,16 @@ class CompressedModelStatus(WireModel):
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions, one per type.")
     artifacts: list[Artifact] = Field(default_factory=list, description="Artifacts of the observed generation.")
     evaluation: Evaluation | None = Field(default=None, description="Accuracy and latency figures.")
+    spec_hashes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per stage (compress, publish), the hash of the spec parts that stage depends on, as the "
+                    "conditions describe it: a spec change that leaves a stage's hash alone does not run it again.",
+    )
+    retry: str | None = Field(
+        default=None,
+        description="The value of the modelfleet.io/retry annotation the operator last honoured; setting the "
+                    "annotation to a new value runs the failed stages once more.",
+    )
 
 
 class ObjectMeta(WireModel):
@@ -421,14 +459,26 @@ class ObjectMeta(WireModel):
 
     model_config = WireModel.model_config | {"extra": "allow"}
 
-    name: str = Field(pattern=DNS_LABEL_PATTERN, description="Resource name.")
+    name: str = Field(pattern=DNS_LABEL_PATTERN, description=f"Resource name, at most {MAX_NAME_LENGTH} characters.")
     namespace: str | None = Field(default=None, description="Namespace.")
     generation: int | None = Field(default=None, description="Spec generation, set by the API server.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
 
+    @field_validator("name")
+    @classmethod
+    def _name_leaves_room_for_job_names(cls, name: str) -> str:
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"{NAME_TOO_LONG} ({name!r} has {len(name)})")
+        return name
+
 
 class CompressedModel(WireModel):
     """A trained model to compress, validate and deliver to Triton and edge fleets."""
+
+    # Mirrors ObjectMeta._name_leaves_room_for_job_names; the API server lets a root rule read metadata.name.
+    model_config = WireModel.model_config | {
+        "json_schema_extra": _cel(f"self.metadata.name.size() <= {MAX_NAME_LENGTH}", NAME_TOO_LONG)
+    }
 
     api_version: Literal["modelfleet.io/v1alpha1"] = Field(alias="apiVersion", description="API version.")
     kind: Literal["CompressedModel"] = Field(description="Kind.")

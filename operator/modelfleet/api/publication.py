@@ -7,6 +7,10 @@ from pydantic import Field
 from modelfleet.api.base import WireModel
 
 
+VersionState = Literal["pending", "written", "served", "rolledBack"]
+VERIFIED_STATES: tuple[VersionState, ...] = ("written", "served")
+
+
 class PublishedVersion(WireModel):
     """One version modelfleet wrote into the repository."""
 
@@ -14,20 +18,34 @@ class PublishedVersion(WireModel):
     artifact: str = Field(description="Artifact name, such as onnx-int8-static.")
     sha256: str = Field(description="sha256 of model.onnx.")
     generation: int | None = Field(default=None, description="Resource generation the artifact was built from.")
-    state: Literal["written", "served", "rolledBack"] = Field(description="What became of the version.")
+    state: VersionState = Field(
+        description="pending: recorded before its files were written, neither verified nor rolled back yet; "
+                    "served: verified on a server; written: verified without a server (none was given); "
+                    "rolledBack: removed again."
+    )
+    previous_config: str | None = Field(
+        default=None,
+        description="While pending: config.pbtxt as it was before this version was written (absent: there was none), "
+                    "what a rollback restores.",
+    )
 
 
 class RepositoryRecord(WireModel):
     """`<model>/modelfleet.json` in the model repository: who owns the model and which versions were used.
 
     Versions are never reused: the next one is above both lastVersion and every directory present.
+    A version is recorded as pending before any of its files is written, so an attempt killed at any
+    point leaves a record from which the next attempt restores the previous state.
     """
 
     api_version: Literal["modelfleet.io/v1alpha1"] = Field(default="modelfleet.io/v1alpha1", alias="apiVersion")
     kind: Literal["TritonModelRecord"] = "TritonModelRecord"
     owner: str = Field(description="namespace/name of the CompressedModel that publishes this model.")
     last_version: int = Field(ge=0, description="Highest version number ever written.")
-    versions: list[PublishedVersion] = Field(default_factory=list, description="Recent versions, oldest first.")
+    versions: list[PublishedVersion] = Field(
+        default_factory=list,
+        description="Oldest first: every version still in the repository or pending, and the most recent others.",
+    )
 
 
 class ServingLatency(WireModel):

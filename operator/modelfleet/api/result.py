@@ -1,10 +1,23 @@
 """The result manifest a worker writes (JSON, next to the artifacts) when a pipeline ends."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from modelfleet.api.base import WireModel
+from modelfleet.api.paths import relative_path_problem
+
+
+def _inside_the_result(path: str) -> str:
+    problem = relative_path_problem(path)
+    if problem:
+        raise ValueError(f"a result's files must stay inside its directory: {problem}")
+    return path
+
+
+# Readers join these to the result directory or prefix (publish downloads them from S3 too): a
+# result.json from a store someone else can write must not name files outside it.
+ResultPath = Annotated[str, AfterValidator(_inside_the_result)]
 
 
 class LatencyResult(WireModel):
@@ -49,7 +62,7 @@ class ArtifactResult(WireModel):
         description="baseline: the fp32 reference; candidate: an artifact meant to ship, checked against the SLOs."
     )
     target: str | None = Field(default=None, description="Edge target name, for edge artifacts.")
-    files: list[str] = Field(description="Files of the artifact, relative to the result directory.")
+    files: list[ResultPath] = Field(min_length=1, description="Files of the artifact, relative to the result directory.")
     sha256: str = Field(description="sha256 of the artifact (for several files: of their sorted name/digest list).")
     size_bytes: int = Field(description="Total size of the artifact's files, in bytes.")
     accuracy: float = Field(description="Top-1 accuracy on the evaluation set, in percent.")
@@ -57,7 +70,7 @@ class ArtifactResult(WireModel):
     agreement: AgreementResult = Field(description="Agreement with the fp32 reference.")
     latency: LatencyResult = Field(description="Measured latency.")
     signature: ModelSignature | None = Field(default=None, description="Inputs and outputs, for ONNX artifacts.")
-    smoke: str | None = Field(
+    smoke: ResultPath | None = Field(
         default=None,
         description="npz file (relative to the result directory) with reference inputs and this artifact's own "
                     "outputs for them, used to verify a deployment; ONNX artifacts only.",

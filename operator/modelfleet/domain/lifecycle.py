@@ -4,6 +4,8 @@ The operator is level-based: it reacts to the resource as it is, not to kopf's c
 diffs, so it needs no bookkeeping of its own on the resource beyond status and one finalizer.
 """
 
+from modelfleet.domain.plan import RETRY_ANNOTATION
+
 FINALIZER = "modelfleet.io/cleanup"
 
 
@@ -12,8 +14,9 @@ def needs_reconcile(event_type: str | None, body: dict) -> bool:
 
     `event_type` None is the initial listing (operator start or restart): everything is looked at
     again, since Jobs may have ended while nobody watched. Afterwards: a deletion our finalizer
-    holds, a generation the status has not seen (a new resource, a spec change), or a missing
-    finalizer. Job events drive the rest, and our own writes come back here as no-ops.
+    holds, a generation the status has not seen (a new resource, a spec change), a missing
+    finalizer, or a retry asked for and not honoured yet. Job and pod events, retries and the
+    resync drive the rest, and our own writes come back here as no-ops.
     """
     if event_type == "DELETED":
         return False
@@ -23,7 +26,14 @@ def needs_reconcile(event_type: str | None, body: dict) -> bool:
         return ours
     if event_type is None or not ours:
         return True
-    return (body.get("status") or {}).get("observedGeneration") != meta.get("generation")
+    return (body.get("status") or {}).get("observedGeneration") != meta.get("generation") \
+        or unhonoured_retry(body) is not None
+
+
+def unhonoured_retry(body: dict) -> str | None:
+    """The modelfleet.io/retry annotation's value when the status has not recorded honouring it yet."""
+    wanted = ((body.get("metadata") or {}).get("annotations") or {}).get(RETRY_ANNOTATION)
+    return wanted if wanted is not None and wanted != (body.get("status") or {}).get("retry") else None
 
 
 def with_finalizer(finalizers: list[str] | None) -> list[str] | None:

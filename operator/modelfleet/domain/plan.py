@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from modelfleet.api.compressedmodel import API_VERSION, CompressedModel
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelfleet"}
+RETRY_ANNOTATION = "modelfleet.io/retry"
 MODEL_LABEL = "modelfleet.io/compressedmodel"
 HASH_LABEL = "modelfleet.io/spec-hash"
 STAGE_LABEL = "modelfleet.io/stage"
 COMPRESS, PUBLISH = "compress", "publish"
 CONTAINER = "worker"
 PVC_ROOT = "/mnt/pvc"
+SCRATCH = "/tmp"  # the only writable place in a worker pod besides its claims (read-only root filesystem)
 TERMINATION_LOG = "/dev/termination-log"
 # Worker exit codes 1-127 are permanent (bad input, unsupported model): retrying cannot help.
 PERMANENT_EXIT_CODES = list(range(1, 128))
@@ -31,17 +33,37 @@ class OperatorSettings:
     # Secret whose keys (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) become the environment of worker Jobs
     # that read or write s3:// (the artifact store, or inputs).
     artifacts_secret: str | None = None
+    # Triton servers a publish Job may reach (base URLs); a serverUrl elsewhere is refused, so a manifest
+    # cannot point a Job at an arbitrary internal address.
+    triton_servers: tuple[str, ...] = ()
 
 
-def spec_hash(model: CompressedModel) -> str:
-    """Short digest of the spec: a new spec means new Jobs and a new result directory."""
-    canonical = json.dumps(model.spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+def _digest(value) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-def job_name(model_name: str, stage: str, digest: str) -> str:
-    suffix = f"-{stage}-{digest}"
-    return model_name[: 63 - len(suffix)].rstrip("-") + suffix
+def stage_hashes(model: CompressedModel) -> dict[str, str]:
+    """Per stage, a short digest of what its outcome depends on; a new digest means a new Job.
+
+    The compress digest also names the result directory, so only what changes the artifacts is in it:
+    the source, the data, the compression, the edge targets and the benchmark settings. Changing the
+    SLOs, the worker's resources, TTL or deadline, or artifactPolicy does not recompress. The publish
+    digest adds the Triton target (verification included) and its latency SLO: changing what is published
+    re-publishes the same artifacts.
+    """
+    spec = model.spec.model_dump(mode="json", by_alias=True)
+    compress = _digest({**{k: spec[k] for k in ("source", "dataset", "compression", "benchmark")},
+                        "edge": spec["targets"]["edge"]})
+    publish = _digest({"compress": compress, "triton": spec["targets"]["triton"],
+                       "latencySLO": spec["slo"]["latencyP95Ms"]["triton"]})
+    return {COMPRESS: compress, PUBLISH: publish}
+
+
+def job_name(model_name: str, stage: str, digest: str, attempt: str | None = None) -> str:
+    """`<name>-<stage>-<digest>`; a retried stage's Job folds the retry value into the digest, so each retry
+    gets a name of its own and the name stays within 63 characters (names are at most MAX_NAME_LENGTH)."""
+    return f"{model_name}-{stage}-{digest if attempt is None else _digest([digest, attempt])}"
 
 
 def result_uri(settings: OperatorSettings, namespace: str, name: str, digest: str) -> str:
@@ -57,11 +79,17 @@ def labels(name: str, stage: str, digest: str) -> dict[str, str]:
     return {**MANAGED_BY, MODEL_LABEL: name, HASH_LABEL: digest, STAGE_LABEL: stage}
 
 
-def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorSettings) -> dict:
-    """The Job for one stage: `compress` runs the pipeline, `publish` publishes its result to Triton."""
+def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorSettings,
+               attempt: str | None = None) -> dict:
+    """The Job for one stage: `compress` runs the pipeline, `publish` publishes its result to Triton.
+
+    The pod meets the `restricted` Pod Security Standard: non-root, no privilege escalation, no
+    capabilities, the RuntimeDefault seccomp profile, a read-only root filesystem with an emptyDir for
+    scratch, and no service-account token (the worker never talks to the Kubernetes API).
+    """
     meta = model.metadata
-    digest = spec_hash(model)
-    output = result_uri(settings, meta.namespace, meta.name, digest)
+    hashes = stage_hashes(model)
+    output = result_uri(settings, meta.namespace, meta.name, hashes[COMPRESS])
     args = (["worker", "compress", "-f", "env:MODELFLEET_MANIFEST", "-o", output] if stage == COMPRESS
             else ["publish", "triton", "-f", "env:MODELFLEET_MANIFEST", "-r", output])
     manifest = {"apiVersion": API_VERSION, "kind": "CompressedModel",
@@ -78,14 +106,21 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
             {"name": "MODELFLEET_MANIFEST", "value": json.dumps(manifest, separators=(",", ":"))},
             {"name": "MODELFLEET_PVC_ROOT", "value": PVC_ROOT},
             {"name": "MODELFLEET_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+            {"name": "HOME", "value": SCRATCH},
+            {"name": "TMPDIR", "value": SCRATCH},
+            *([{"name": "MODELFLEET_TRITON_SERVERS", "value": ",".join(settings.triton_servers)}]
+              if stage == PUBLISH and settings.triton_servers else []),
         ],
+        "workingDir": SCRATCH,
         "resources": {kind: quantities for kind, quantities in (
             ("requests", worker.resources.requests.model_dump(exclude_none=True)),
             ("limits", worker.resources.limits.model_dump(exclude_none=True))) if quantities},
-        "volumeMounts": [{"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}"} for i, claim in enumerate(claims)],
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH},
+                         *({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}"} for i, claim in enumerate(claims))],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": True},
     }
     secrets = credential_secrets(model, stage, settings)
     if secrets:
@@ -93,20 +128,26 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
     pod_spec = {
         "restartPolicy": "Never",
         "containers": [container],
-        "volumes": [{"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+        "volumes": [{"name": "scratch", "emptyDir": {}},
+                    *({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims))],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,
     }
     if settings.worker_service_account:
         pod_spec["serviceAccountName"] = settings.worker_service_account
-    job_labels = labels(meta.name, stage, digest)
+    job_labels = labels(meta.name, stage, hashes[stage])
+    annotations = {"modelfleet.io/generation": str(meta.generation), "modelfleet.io/result": output}
+    if attempt is not None:
+        annotations[RETRY_ANNOTATION] = attempt
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(meta.name, stage, digest),
+            "name": job_name(meta.name, stage, hashes[stage], attempt),
             "namespace": meta.namespace,
             "labels": job_labels,
-            "annotations": {"modelfleet.io/generation": str(meta.generation), "modelfleet.io/result": output},
+            "annotations": annotations,
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": "CompressedModel", "name": meta.name, "uid": uid,
                                  "controller": True, "blockOwnerDeletion": True}],
         },

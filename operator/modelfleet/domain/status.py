@@ -4,13 +4,16 @@ Conditions, not a phase machine: SpecValid, Compressed, SLOMet, Published (with 
 and Ready, each with a stable CamelCase reason.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from modelfleet.api.compressedmodel import (
+    REASON_PATTERN,
     Artifact,
     ArtifactEvaluation,
     CompressedModel,
+    CompressedModelStatus,
     Condition,
     Evaluation,
 )
@@ -20,35 +23,52 @@ from modelfleet.domain.plan import COMPRESS, PUBLISH
 from modelfleet.gate import evaluate_slo
 
 INT8_PREFERENCE = ["onnx-int8-static", "onnx-int8-dynamic"]
-IN_PROGRESS = {"Compressing", "AwaitingResult", "Publishing", "AwaitingGate"}
+IN_PROGRESS = {"Compressing", "AwaitingResult", "Publishing", "AwaitingGate", "AwaitingPreviousPublish"}
 
 
 def noteworthy(condition: "Wanted") -> bool:
-    """Changes worth an Event: an outcome, not the start of work or a valid spec (JobCreated says that)."""
-    return condition.status != "Unknown" and condition.reason not in IN_PROGRESS | {"Valid"}
+    """Changes worth an Event: an outcome or a stuck pod, not the start of work or a valid spec (JobCreated says that)."""
+    return condition.reason not in IN_PROGRESS | {"Valid"}
 
 
 def event_type(condition: "Wanted") -> str:
-    """Warning for a condition that went False for a reason other than work in progress."""
-    return "Warning" if condition.status == "False" and condition.reason not in IN_PROGRESS else "Normal"
+    """Warning for a condition that went False, or Unknown because work is stuck, for a reason other than work in progress."""
+    return "Warning" if condition.status != "True" and condition.reason not in IN_PROGRESS else "Normal"
 
 
 @dataclass(frozen=True)
 class JobState:
+    """A stage's Job as observed. A Running Job's reason and message, when set, say why its pod is stuck
+    (Unschedulable, ImagePullBackOff, CreateContainerConfigError, ...)."""
+
     phase: Literal["Missing", "Running", "Succeeded", "Failed"]
     reason: str = ""
     message: str = ""
 
 
 MISSING = JobState("Missing")
+_REASON = re.compile(REASON_PATTERN)
 
 
-def recorded_outcome(conditions: list[Condition], generation: int | None, condition_type: str) -> JobState:
-    """A stage's outcome as the status recorded it for this generation: what stands in for a Job
-    that Kubernetes removed after `ttlSecondsAfterFinished`, so a finished stage is not run again.
-    MISSING when nothing was recorded yet (the Job is then created)."""
-    for condition in conditions:
-        if condition.type == condition_type and condition.observed_generation == generation:
+def worker_failure(termination_message: str, exit_code: int) -> tuple[str, str]:
+    """(reason, message) from a failed worker container's termination message, `Reason: message` when the
+    worker wrote it. Anything else (a traceback, the log tail, odd text) is only a message: a condition's
+    reason must stay a CamelCase word, or the status write itself would be refused."""
+    text = termination_message.strip()
+    head, _, rest = text.partition(": ")
+    if _REASON.match(head) and len(head) <= 64 and rest.strip():
+        return head, f"{rest.strip()} (exit code {exit_code})"
+    return "", f"worker exited {exit_code}: {text[-1000:]}" if text else f"worker exited {exit_code}"
+
+
+def recorded_outcome(status: CompressedModelStatus, stage: str, digest: str, condition_type: str) -> JobState:
+    """A stage's outcome as the status recorded it for this stage's spec hash: what stands in for a Job that
+    Kubernetes removed after `ttlSecondsAfterFinished`, so a finished stage is not run again (also after a
+    spec change that does not touch the stage). MISSING when nothing was recorded yet (the Job is then created)."""
+    if status.spec_hashes.get(stage) != digest:
+        return MISSING
+    for condition in status.conditions:
+        if condition.type == condition_type:
             if condition.status == "True":
                 return JobState("Succeeded")
             if condition.status == "False":
@@ -62,6 +82,8 @@ class Observed:
     result: ResultManifest | None = None  # read once the compress Job succeeded
     publish: JobState = MISSING
     publication: TritonPublication | None = None  # read once the publish Job ended
+    retry: str | None = None  # a modelfleet.io/retry value not honoured yet: failed stages run again, once
+    previous_publish_stopping: bool = False  # an earlier spec's publish Job has not stopped yet
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,7 @@ class Decision:
     create: list[str] = field(default_factory=list)  # stages whose Job must exist
     artifacts: list[Artifact] | None = None  # None: keep what status has
     evaluation: Evaluation | None = None
+    attempt: str | None = None  # the retry value the created Jobs are for (None: a stage's first Job)
 
 
 def decide(model: CompressedModel, problems: list[tuple[str, str]], observed: Observed, result_uri: str) -> Decision:
@@ -92,13 +115,13 @@ def decide(model: CompressedModel, problems: list[tuple[str, str]], observed: Ob
     conditions = [Wanted("SpecValid", "True", "Valid")]
     decision = Decision(conditions)
 
-    compress = observed.compress
+    compress = _retried(observed.compress, COMPRESS, observed.retry, decision)
     if compress.phase in ("Missing", "Running"):
         if compress.phase == "Missing":
             decision.create.append(COMPRESS)
-        conditions += [Wanted("Compressed", "Unknown", "Compressing", "the worker Job is running"),
-                       Wanted("SLOMet", "Unknown", "AwaitingResult")]
-        return _ready(decision, has_triton, "Compressing", "compression in progress")
+        reason, message = (compress.reason, compress.message) if compress.reason else ("Compressing", "the worker Job is running")
+        conditions += [Wanted("Compressed", "Unknown", reason, message), Wanted("SLOMet", "Unknown", "AwaitingResult")]
+        return _ready(decision, has_triton, reason, message if compress.reason else "compression in progress")
     if compress.phase == "Failed" or observed.result is None:
         reason = compress.reason or "ResultMissing"
         message = compress.message or f"the compress Job succeeded but {result_uri}/result.json is missing or invalid"
@@ -120,19 +143,49 @@ def decide(model: CompressedModel, problems: list[tuple[str, str]], observed: Ob
     if not has_triton:
         return _ready(decision, False, "Ready", "")
 
-    publish, publication = observed.publish, observed.publication
+    publish = _retried(observed.publish, PUBLISH, observed.retry, decision)
+    publication = observed.publication
+    if publish.phase == "Missing" and observed.previous_publish_stopping:
+        conditions.append(Wanted("Published", "Unknown", "AwaitingPreviousPublish",
+                                 "the previous spec's publish Job is stopping (it rolls back what it had not verified)"))
+        return _ready(decision, True, "Publishing", "publishing to Triton")
     if publish.phase in ("Missing", "Running"):
         if publish.phase == "Missing":
             decision.create.append(PUBLISH)
-        conditions.append(Wanted("Published", "Unknown", "Publishing", "the publish Job is running"))
-        return _ready(decision, True, "Publishing", "publishing to Triton")
-    if publication is not None and publication.state != "Failed":
+        reason, message = (publish.reason, publish.message) if publish.reason else ("Publishing", "the publish Job is running")
+        conditions.append(Wanted("Published", "Unknown", reason, message))
+        return _ready(decision, True, reason, message if publish.reason else "publishing to Triton")
+    if publish.phase == "Succeeded" and publication is not None and publication.state != "Failed":
         conditions.append(Wanted("Published", "True", publication.state, publication.message))
         return _ready(decision, True, "Ready", "")
-    reason = publication.reason if publication else (publish.reason or "PublishFailed")
-    message = publication.message if publication else publish.message
+    # A failed Job's own termination message says why (the worker writes `Reason: message`); the
+    # publication file beside the result may be an earlier attempt's.
+    if publish.phase == "Failed":
+        reason, message = publish.reason or "PublishFailed", publish.message
+    else:
+        reason, message = "PublicationMissing", f"the publish Job succeeded but {result_uri}/triton-publication.json is missing or invalid"
     conditions.append(Wanted("Published", "False", reason, message))
     return _ready(decision, True, reason, message)
+
+
+def _retried(state: JobState, stage: str, retry: str | None, decision: Decision) -> JobState:
+    """A failed stage with a retry asked for (and not yet honoured) runs again as a new Job: the failed Job's
+    outcome is set aside, the earlier stages' results are kept (a publish retry does not recompress)."""
+    if state.phase != "Failed" or retry is None:
+        return state
+    decision.attempt = retry
+    return MISSING
+
+
+def decide_failure(status: CompressedModelStatus, reason: str, message: str) -> list[Wanted]:
+    """The conditions to write when a reconcile itself failed (an API error, an unreadable store, a failed
+    clean-up): Reconciled=False names it; Ready turns False with that reason unless the resource is Ready,
+    since what it serves stays in service while the operator retries."""
+    wanted = [Wanted("Reconciled", "False", reason, message)]
+    ready = next((c for c in status.conditions if c.type == "Ready"), None)
+    if ready is None or ready.status != "True":
+        wanted.append(Wanted("Ready", "False", reason, message))
+    return wanted
 
 
 def _ready(decision: Decision, has_triton: bool, reason: str, message: str) -> Decision:
@@ -162,13 +215,16 @@ def _evaluation(result: ResultManifest) -> Evaluation:
 
 
 def merge_conditions(current: list[Condition], wanted: list[Wanted], generation: int | None,
-                     now: str) -> tuple[list[Condition], list[Wanted]]:
+                     now: str, keep_others: bool = False) -> tuple[list[Condition], list[Wanted]]:
     """The new condition list and the conditions whose status or reason changed (each one an Event).
 
-    lastTransitionTime moves only when the status changes (Kubernetes API conventions).
+    lastTransitionTime moves only when the status changes (Kubernetes API conventions). Conditions not in
+    `wanted` are dropped, or kept as they are with `keep_others` (a partial update such as a failure's).
     """
     by_type = {c.type: c for c in current}
-    merged, changed = [], []
+    wanted_types = {w.type for w in wanted}
+    merged = [c for c in current if c.type not in wanted_types] if keep_others else []
+    changed = []
     for want in wanted:
         old = by_type.get(want.type)
         moved = old is None or old.status != want.status

@@ -1,27 +1,29 @@
-"""kopf handlers for CompressedModels and their worker Jobs.
+"""kopf handlers for CompressedModels, their worker Jobs and the Jobs' pods.
 
-Level-based: the resource's watch events and its Jobs' events call one reconcile, which looks at
-the resource as it is. No create/update/delete handlers, so kopf keeps no progress or diff-base
-annotations and adds no finalizer of its own: the operator's only writes to the resource are its
-status and the `modelfleet.io/cleanup` finalizer, which the reconcile manages (domain/lifecycle.py).
+Level-based: the resource's watch events, its Jobs' and stuck pods' events, retries and the periodic
+resync all call one reconcile, which looks at the resource as it is. No create/update/delete handlers,
+so kopf keeps no progress or diff-base annotations and adds no finalizer of its own: the operator's
+only writes to the resource are its status and the `modelfleet.io/cleanup` finalizer, which the
+reconcile manages (domain/lifecycle.py). Failed reconciles are requeued with backoff (workqueue.py).
 """
 
 import asyncio
-import time
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
 from modelfleet.api.compressedmodel import GROUP, VERSION
-from modelfleet.controller import echoes_own_write, reconcile, settings_from_env
+from modelfleet.controller import echoes_own_write, reconcile, record_failure, settings_from_env
 from modelfleet.domain.lifecycle import needs_reconcile
 from modelfleet.domain.plan import MANAGED_BY, MODEL_LABEL
-from modelfleet.errors import RetryableError
+from modelfleet.domain.pods import pod_problem
 from modelfleet.k8s import Cluster
+from modelfleet.workqueue import Key, QueueSettings, WorkQueue
 
 RESOURCE = (GROUP, VERSION, "compressedmodels")
-RETRY_DELAYS = (1, 5, 15)  # event handlers are not retried by kopf; a store briefly unreachable gets these
 RECONCILE_THREADS = 48  # reconciles wait on the API server, not the CPU; more in flight keeps a burst moving
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 _state: dict = {}
 
 
@@ -39,14 +41,27 @@ class NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
+def queue_settings_from_env() -> QueueSettings:
+    return QueueSettings(base_seconds=float(os.environ.get("MODELFLEET_REQUEUE_BASE_SECONDS", "1")),
+                         max_seconds=float(os.environ.get("MODELFLEET_REQUEUE_MAX_SECONDS", "300")),
+                         resync_seconds=60 * float(os.environ.get("MODELFLEET_RESYNC_MINUTES", "10")))
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_) -> None:
+async def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.posting.enabled = False  # our own Events carry the story; kopf's would repeat it
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
     _state["cluster"] = Cluster()
     _state["settings"] = settings_from_env()
     _state["threads"] = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+    _state["queue"] = queue = WorkQueue(_reconcile, _record_failure, queue_settings_from_env())
+    _state["resync"] = asyncio.get_running_loop().create_task(queue.resync_forever())
+
+
+@kopf.on.cleanup()
+async def stop(**_) -> None:
+    _state["resync"].cancel()
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY)
@@ -59,36 +74,63 @@ async def model_jobs(namespace: str, labels, body, **_) -> dict:
     return {(namespace, labels[MODEL_LABEL]): dict(body)}
 
 
+@kopf.index("", "v1", "pods", labels=MANAGED_BY)
+async def stuck_pods(namespace: str, labels, body, **_) -> dict:
+    """Why our worker pods cannot start (unschedulable, image, missing Secret), by resource: only the stuck ones."""
+    problem = pod_problem(dict(body))
+    return {(namespace, labels[MODEL_LABEL]): (labels.get(JOB_NAME_LABEL), *problem)} if problem else {}
+
+
 # The handlers are async so that the many events needing nothing (a Job's progress, our own writes
-# coming back) are dismissed on the event loop; only a reconcile goes to a thread.
+# coming back, pods starting normally) are dismissed on the event loop; only a reconcile goes to a thread.
 
 
 @kopf.on.event(*RESOURCE)
-async def model_changed(body, type, namespace: str, name: str, model_jobs: kopf.Index, **_) -> None:
+async def model_changed(body, type, namespace: str, name: str, model_jobs: kopf.Index, stuck_pods: kopf.Index,
+                        **_) -> None:
+    _state["indexes"] = model_jobs, stuck_pods  # live views: retries and resyncs read them too
+    queue: WorkQueue = _state["queue"]
+    if type == "DELETED":
+        queue.forget((namespace, name))
+        return
+    queue.known.add((namespace, name))
     if needs_reconcile(type, body) and not echoes_own_write(body):
-        await _in_thread(_reconcile_retrying, namespace, name, model_jobs, dict(body))
+        await queue.process((namespace, name), dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY)
-async def job_changed(body, namespace: str, type: str, model_jobs: kopf.Index, **_) -> None:
+async def job_changed(body, namespace: str, type: str, model_jobs: kopf.Index, stuck_pods: kopf.Index, **_) -> None:
+    _state["indexes"] = model_jobs, stuck_pods
     finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
                    for c in (body.get("status") or {}).get("conditions", []))
     if finished or type == "DELETED":  # deleted: by hand (re-created) or after its TTL (the status keeps the outcome)
-        await _in_thread(_reconcile_retrying, namespace, body["metadata"]["labels"][MODEL_LABEL], model_jobs)
+        await _state["queue"].process((namespace, body["metadata"]["labels"][MODEL_LABEL]))
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED_BY)
+async def pod_changed(body, namespace: str, type: str, model_jobs: kopf.Index, stuck_pods: kopf.Index, **_) -> None:
+    """A pod that gets stuck, or gets going again, changes what the status says (within seconds)."""
+    _state["indexes"] = model_jobs, stuck_pods
+    uid, seen = body["metadata"]["uid"], _state.setdefault("pod_problems", {})
+    problem = None if type == "DELETED" else pod_problem(dict(body))
+    if problem != seen.get(uid):
+        if problem is None:
+            seen.pop(uid, None)
+        else:
+            seen[uid] = problem
+        await _state["queue"].process((namespace, body["metadata"]["labels"][MODEL_LABEL]))
+
+
+async def _reconcile(key: Key, body: dict | None) -> None:
+    jobs_index, pods_index = _state["indexes"]
+    jobs = list(jobs_index.get(key, []))
+    problems = {job: (reason, message) for job, reason, message in pods_index.get(key, [])}
+    await _in_thread(reconcile, _state["cluster"], _state["settings"], *key, body, jobs, problems)
+
+
+async def _record_failure(key: Key, error: Exception, failures: int, delay: float) -> None:
+    await _in_thread(record_failure, _state["cluster"], *key, error, failures, delay)
 
 
 async def _in_thread(function, *args) -> None:
     await asyncio.get_running_loop().run_in_executor(_state["threads"], function, *args)
-
-
-def _reconcile_retrying(namespace: str, name: str, index: kopf.Index, body: dict | None = None) -> None:
-    for delay in (*RETRY_DELAYS, None):
-        try:
-            jobs = list(index.get((namespace, name), []))
-            reconcile(_state["cluster"], _state["settings"], namespace, name, body, jobs)
-            return
-        except RetryableError:
-            if delay is None:
-                raise
-            time.sleep(delay)
-            body = None  # read it again

@@ -1,16 +1,44 @@
 """Kubernetes API calls the operator makes, with the official client (sync; kopf runs it in threads)."""
 
 import datetime
+import functools
 import json
 import logging
 from typing import Any
 
 from modelfleet.api.compressedmodel import API_VERSION, GROUP, VERSION
 from modelfleet.domain.plan import CONTAINER, MANAGED_BY, MODEL_LABEL
-from modelfleet.domain.status import JobState
+from modelfleet.domain.status import JobState, worker_failure
+from modelfleet.errors import KubernetesApiError, first_line
 
 PLURAL = "compressedmodels"
 log = logging.getLogger("modelfleet.k8s")
+
+
+def _api_call(method):
+    """Every failure of a call becomes a KubernetesApiError naming the call and the API's own message, so the
+    reconcile's requeue and the status say what went wrong (a 5xx, a quota's 403, a policy's 422, a dead server)."""
+    what = method.__name__.replace("_", " ")
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return method(self, *args, **kwargs)
+        except self._errors as e:
+            raise KubernetesApiError(f"{what}: {e.status} {e.reason}: {_api_message(e)}", e.status) from e
+        except (HTTPError, OSError) as e:
+            raise KubernetesApiError(f"{what}: the API server is unreachable: {first_line(e)}", None) from e
+
+    return call
+
+
+def _api_message(error) -> str:
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(error.body or error.reason or "")[:500]
 
 
 class Cluster:
@@ -34,6 +62,7 @@ class Cluster:
     def _plain(self, obj) -> Any:
         return self._api.sanitize_for_serialization(obj)
 
+    @_api_call
     def get_model(self, namespace: str, name: str) -> dict | None:
         try:
             return self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -42,12 +71,14 @@ class Cluster:
                 return None
             raise
 
+    @_api_call
     def patch_status(self, namespace: str, name: str, status: dict) -> str:
         """The resourceVersion the patch produced."""
         response = self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
                                                                       {"status": status}, _preload_content=False)
         return json.loads(response.data)["metadata"]["resourceVersion"]
 
+    @_api_call
     def patch_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> dict | None:
         """The updated resource, or None when it changed since `resource_version` (409) or is gone (404)."""
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
@@ -60,12 +91,14 @@ class Cluster:
             raise
         return json.loads(response.data)
 
+    @_api_call
     def jobs(self, namespace: str, model: str) -> list[dict]:
         selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, MODEL_LABEL: model}.items())
         # Raw JSON: the client's model classes cost more CPU than the request itself.
         response = self._batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False)
         return json.loads(response.data)["items"]
 
+    @_api_call
     def create_job(self, manifest: dict) -> bool:
         """True when created, False when a Job of that name exists already (deterministic names)."""
         try:
@@ -76,13 +109,16 @@ class Cluster:
                 return False
             raise
 
-    def delete_job(self, namespace: str, name: str) -> None:
+    @_api_call
+    def delete_job(self, namespace: str, name: str, foreground: bool = False) -> None:
+        """Foreground: the Job object stays (with a deletionTimestamp) until its pods are gone."""
         try:
-            self._batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            self._batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground" if foreground else "Background")
         except self._errors as e:
             if e.status != 404:
                 raise
 
+    @_api_call
     def job_state(self, job: dict) -> JobState:
         """Running, Succeeded, or Failed with the worker's own reason and message when a pod left one."""
         conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", []) if c.get("status") == "True"}
@@ -104,11 +140,7 @@ class Cluster:
         if not terminated:
             return "", ""
         last = max(terminated, key=lambda t: t.finished_at or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc))
-        text = (last.message or "").strip()
-        head, _, rest = text.partition(": ")
-        if head.isidentifier() and head[:1].isupper() and rest:
-            return head, f"{rest} (exit code {last.exit_code})"
-        return "", f"worker exited {last.exit_code}: {text[-1000:]}" if text else f"worker exited {last.exit_code}"
+        return worker_failure(last.message or "", last.exit_code)
 
     def event(self, model: dict, kind: str, reason: str, message: str) -> None:
         meta = model["metadata"]

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelfleet.api.result import AgreementResult, LatencyResult
+from modelfleet.pipeline.dataset import batches, padded
 from modelfleet.pipeline.runtimes import Runner
 
 
 def predict(runner: Runner, inputs: np.ndarray) -> np.ndarray:
-    """Outputs for every sample, fed in the largest batches the runner takes."""
-    chunks = [runner.run(inputs[i : i + runner.batch_size]) for i in range(0, len(inputs), runner.batch_size)]
+    """Outputs for every sample, fed in the largest batches the runner takes (exactly its size when
+    the model's batch is fixed: the padding's outputs are dropped)."""
+    chunks = [runner.run(batch)[:real] for batch, real in batches(inputs, runner.batch_size, runner.fixed_batch)]
     return np.concatenate(chunks).reshape(len(inputs), -1).astype(np.float32)
 
 
@@ -34,8 +36,9 @@ class BenchmarkSettings:
 
 
 def latency(runner: Runner, sample: np.ndarray, settings: BenchmarkSettings) -> LatencyResult:
-    """p50/p95 of single-batch calls after warm-up (the runner owns its thread count)."""
-    batch = sample[None, ...]
+    """p50/p95 after warm-up of calls with one sample, or with the whole batch a model whose batch
+    dimension is fixed takes (copies of the sample; the runner owns its thread count)."""
+    batch = padded(sample[None, ...], runner.batch_size if runner.fixed_batch else 1)
     for _ in range(settings.warmup_runs):
         runner.run(batch)
     timings = np.empty(settings.runs)
@@ -48,5 +51,5 @@ def latency(runner: Runner, sample: np.ndarray, settings: BenchmarkSettings) -> 
         p95_ms=float(np.percentile(timings, 95) * 1000),
         runs=settings.runs,
         threads=settings.threads,
-        batch_size=1,
+        batch_size=len(batch),
     )

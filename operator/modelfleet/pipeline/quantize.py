@@ -6,6 +6,9 @@ import numpy as np
 
 from modelfleet.api.compressedmodel import CalibrationMethod, Compression, Precision
 from modelfleet.errors import UnsupportedModel
+from modelfleet.pipeline.dataset import batches
+
+_CALIBRATION_BATCH = 32  # samples per calibration call when the model's batch dimension is dynamic
 
 
 def optimize(src: Path, out: Path) -> None:
@@ -19,14 +22,15 @@ def optimize(src: Path, out: Path) -> None:
 
 
 def make_variant(precision: Precision, fp32: Path, out: Path, compression: Compression,
-                 calibration: np.ndarray, input_name: str, workdir: Path) -> None:
-    """Write the ONNX variant for one precision from the optimized fp32 model."""
+                 calibration: np.ndarray, input_name: str, workdir: Path, fixed_batch: int | None) -> None:
+    """Write the ONNX variant for one precision from the optimized fp32 model (`fixed_batch`: the size of
+    its batch dimension when that is fixed, so calibration feeds batches of exactly that size)."""
     if precision == Precision.fp16:
         _to_fp16(fp32, out)
     elif precision == Precision.int8_dynamic:
         _int8_dynamic(_prepared(fp32, workdir), out, compression.per_channel)
     elif precision == Precision.int8_static:
-        _int8_static(_prepared(fp32, workdir), out, compression, calibration, input_name)
+        _int8_static(_prepared(fp32, workdir), out, compression, calibration, input_name, fixed_batch)
     else:
         raise ValueError(f"no ONNX variant for {precision}")
 
@@ -70,14 +74,16 @@ _CALIBRATION = {
 }
 
 
-def _int8_static(src: Path, out: Path, compression: Compression, calibration: np.ndarray, input_name: str) -> None:
+def _int8_static(src: Path, out: Path, compression: Compression, calibration: np.ndarray, input_name: str,
+                 fixed_batch: int | None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     samples = calibration[: compression.calibration_samples]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(np.array_split(samples, max(1, len(samples) // 32)))
+            size = fixed_batch or _CALIBRATION_BATCH
+            self._batches = (batch for batch, _ in batches(samples, size, exact=fixed_batch is not None))
 
         def get_next(self):
             batch = next(self._batches, None)

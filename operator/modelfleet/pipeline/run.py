@@ -78,6 +78,15 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
         progress.step("data", f"{len(calibration)} calibration, {len(evaluation)} evaluation samples")
 
         baseline = _build_baseline(spec, loaded, staging, progress)
+        # Measured before any variant is built: labels that do not fit the model stop the run here.
+        settings = measure.BenchmarkSettings(spec.benchmark.threads, spec.benchmark.warmup_runs, spec.benchmark.runs)
+        baseline_result, reference = _measure_baseline(baseline, evaluation, settings, spec.dataset.evaluation.uri,
+                                                       fp32_requested=Precision.fp32 in spec.compression.precisions)
+        progress.step("evaluate", f"{BASELINE}: accuracy {baseline_result.accuracy:.2f}%, "
+                                  f"p95 {baseline_result.latency.p95_ms:.3f} ms")
+        batch = baseline_result.signature.inputs[0].shape[0]
+        fixed_batch = batch if batch > 0 else None
+
         outcome = Outcome()
         fp32_onnx = baseline.files[0]
         for precision in dict.fromkeys(spec.compression.precisions):
@@ -85,17 +94,13 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
                 continue
             progress.step("quantize", f"onnx {precision}")
             outcome.attempt(f"onnx-{precision}", "quantize",
-                            lambda p=Precision(precision): _build_onnx_variant(p, spec, fp32_onnx, calibration, input_spec, staging))
+                            lambda p=Precision(precision): _build_onnx_variant(p, spec, fp32_onnx, calibration, input_spec,
+                                                                               staging, fixed_batch))
         for target in spec.targets.edge:
             progress.step("convert", f"{target.runtime} {target.precision} for edge target {target.name}")
             outcome.attempt(f"{target.runtime}/{target.name}", "convert",
                             lambda t=target: _build_edge(t, loaded, fp32_onnx, input_spec, staging, progress))
 
-        settings = measure.BenchmarkSettings(spec.benchmark.threads, spec.benchmark.warmup_runs, spec.benchmark.runs)
-        baseline_result, reference = _measure_baseline(baseline, evaluation, settings, spec.dataset.evaluation.uri,
-                                                       fp32_requested=Precision.fp32 in spec.compression.precisions)
-        progress.step("evaluate", f"{BASELINE}: accuracy {baseline_result.accuracy:.2f}%, "
-                                  f"p95 {baseline_result.latency.p95_ms:.3f} ms")
         results = [baseline_result]
         for built in outcome.built:
             try:
@@ -143,12 +148,14 @@ def _build_baseline(spec, loaded, staging: Path, progress: Progress) -> Built:
     return Built(BASELINE, "onnxruntime", "fp32", "baseline", [model], lambda threads: OnnxRuntimeRunner(model, threads))
 
 
-def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, input_spec, staging: Path) -> Built:
+def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, input_spec, staging: Path,
+                        fixed_batch: int | None) -> Built:
     name = f"onnx-{precision.value}"
     directory = staging / name
     directory.mkdir()
     model = directory / "model.onnx"
-    quantize.make_variant(precision, fp32, model, spec.compression, calibration.inputs, input_spec.name, staging)
+    quantize.make_variant(precision, fp32, model, spec.compression, calibration.inputs, input_spec.name, staging,
+                          fixed_batch)
     return Built(name, "onnxruntime", precision.value, "candidate", [model],
                  lambda threads: OnnxRuntimeRunner(model, threads))
 
@@ -193,7 +200,8 @@ def _artifact_result(built: Built, runner: Runner, evaluation, outputs, referenc
     signature = smoke = None
     if built.runtime == "onnxruntime":  # what publishing to Triton needs to configure and verify it
         signature = onnx_signature(built.files[0])
-        write_smoke(built.files[0].parent / SMOKE_FILE, evaluation.inputs, outputs)
+        write_smoke(built.files[0].parent / SMOKE_FILE, evaluation.inputs, outputs,
+                    runner.batch_size if runner.fixed_batch else None)
         smoke = f"{built.name}/{SMOKE_FILE}"
     return ArtifactResult(
         name=built.name, runtime=built.runtime, precision=built.precision, role=built.role, target=built.target,

@@ -8,12 +8,13 @@ import numpy as np
 
 class Runner(Protocol):
     batch_size: int  # the largest batch one call accepts
+    fixed_batch: bool  # whether every call must pass exactly batch_size samples
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 class OnnxRuntimeRunner:
-    batch_size = 64
+    """A dynamic batch dimension is fed 64 samples a call; a fixed one exactly its size."""
 
     def __init__(self, model: Path, threads: int):
         import onnxruntime as ort
@@ -23,7 +24,11 @@ class OnnxRuntimeRunner:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
+        model_input = self._session.get_inputs()[0]
+        self._input = model_input.name
+        batch = model_input.shape[0] if model_input.shape else None  # a name or None when dynamic
+        self.fixed_batch = isinstance(batch, int) and batch > 0
+        self.batch_size = batch if self.fixed_batch else 64
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: batch})[0]
@@ -33,6 +38,7 @@ class NcnnRunner:
     """ncnn takes one sample (c, h, w) per extractor; pnnx names the blobs in0/out0."""
 
     batch_size = 1
+    fixed_batch = False  # run() takes any number of samples, one extractor each
 
     def __init__(self, param: Path, weights: Path, threads: int, fp16: bool):
         import ncnn
@@ -61,6 +67,8 @@ class NcnnRunner:
 
 
 class TfliteRunner:
+    fixed_batch = True  # the interpreter's tensors are allocated for one shape
+
     def __init__(self, model: Path, threads: int):
         from ai_edge_litert.interpreter import Interpreter
 

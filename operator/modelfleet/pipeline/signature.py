@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from modelfleet.api.result import ModelSignature, TensorSignature
+from modelfleet.pipeline.dataset import padded
 
 SMOKE_FILE = "smoke.npz"
 SMOKE_SAMPLES = 4
@@ -27,6 +28,8 @@ def onnx_signature(path: Path) -> ModelSignature:
                           outputs=[tensor(v) for v in graph.output])
 
 
-def write_smoke(path: Path, inputs: np.ndarray, outputs: np.ndarray) -> None:
-    """Reference inputs (the first evaluation samples, batched) and the artifact's outputs for them."""
-    np.savez(path, inputs=inputs[:SMOKE_SAMPLES], outputs=outputs[:SMOKE_SAMPLES])
+def write_smoke(path: Path, inputs: np.ndarray, outputs: np.ndarray, fixed_batch: int | None) -> None:
+    """Reference inputs (the first evaluation samples, batched) and the artifact's outputs for them:
+    SMOKE_SAMPLES of them, or exactly the batch a model with a fixed batch dimension takes."""
+    count = fixed_batch or SMOKE_SAMPLES
+    np.savez(path, inputs=padded(inputs[:count], count), outputs=padded(outputs[:count], count))

@@ -10,6 +10,7 @@ from modelfleet.api.compressedmodel import Source, SourceFormat, TensorSpec
 from modelfleet.errors import ChecksumMismatch, SourceError, UnsupportedModel, first_line
 from modelfleet.pipeline.logs import redirect_fds, tail
 from modelfleet.store import sha256_file
+from modelfleet.store.paths import confined
 
 OUTPUT_NAME = "output"
 
@@ -85,9 +86,15 @@ _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8"}
 
 def _check_onnx(source: Source, path: Path) -> None:
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise SourceError(f"{source.uri}: not a valid ONNX model: {first_line(e)}") from e
+    _check_external_data(source, model, path.parent)
+    try:
+        load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model)
     except Exception as e:
         raise SourceError(f"{source.uri}: not a valid ONNX model: {first_line(e)}") from e
@@ -107,16 +114,35 @@ def _check_onnx(source: Source, path: Path) -> None:
             problems.append(f"name {actual.name!r} != {declared.name!r}")
         if len(dims) != len(declared.shape) or any(a != -1 and a != d for a, d in zip(dims, declared.shape) if d != -1):
             problems.append(f"shape {dims} != {declared.shape}")
+        elif declared.shape[0] == -1 and dims[0] != -1:
+            problems.append(f"the batch dimension is fixed at {dims[0]}, the spec declares it dynamic (-1): "
+                            f"declare shape {[dims[0], *declared.shape[1:]]}")
         if dtype != declared.dtype:
             problems.append(f"dtype {dtype} != {declared.dtype}")
         if problems:
             raise SourceError(f"{source.uri}: input does not match the spec: {'; '.join(problems)}", reason="InputMismatch")
 
 
+def _check_external_data(source: Source, model, directory: Path) -> None:
+    """Tensors stored in external files must name regular files inside the model's own directory."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    # _get_all_tensors is what onnx's own load_external_data_for_model walks: every tensor it would read.
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            subject = f"{source.uri}: external data of tensor {tensor.name!r}"
+            data = confined(directory, ExternalDataInfo(tensor).location, subject)
+            if not data.is_file():
+                raise SourceError(f"{subject}: {data} is not a file beside the model", reason="SourceNotFound")
+
+
 def export_onnx(source: Source, loaded: LoadedSource, out: Path, opset: int, log: Path) -> None:
-    """Write the fp32 ONNX model: torch sources are exported with a dynamic batch, ONNX copied."""
+    """Write the fp32 ONNX model: torch sources are exported with a dynamic batch (unless the spec
+    fixes it), ONNX sources saved as one file (external data folded in)."""
     if loaded.format == SourceFormat.onnx:
-        out.write_bytes(loaded.path.read_bytes())
+        import onnx
+
+        onnx.save(onnx.load(str(loaded.path)), str(out))
         return
     import torch
 

@@ -25,6 +25,7 @@ class ModelRepository(Protocol):
 
     def read(self, model: str, name: str) -> str | None: ...
     def write(self, model: str, name: str, text: str) -> None: ...
+    def delete(self, model: str, name: str) -> None: ...
     def versions(self, model: str) -> list[int]: ...
     def exists(self, model: str) -> bool: ...
     def put_version(self, model: str, version: int, source: Path) -> None: ...
@@ -64,6 +65,10 @@ class LocalRepository:
         with _writing(self.uri):
             atomic_write_text(self.root / model / name, text)
 
+    def delete(self, model: str, name: str) -> None:
+        with _writing(self.uri):
+            (self.root / model / name).unlink(missing_ok=True)
+
     def exists(self, model: str) -> bool:
         return (self.root / model).exists()
 
@@ -89,11 +94,15 @@ class LocalRepository:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def delete_version(self, model: str, version: int) -> None:
+        """Remove the version and what a killed copy or delete of it left behind."""
         directory = self.root / model / str(version)
         # Rename first: Triton must never see a version directory without its model file.
         doomed = self.root / model / f".deleting-{version}"
-        if directory.exists():
-            with _writing(self.uri):
+        with _writing(self.uri):
+            for leftover in (doomed, self.root / model / f".staging-{version}"):
+                if leftover.exists():
+                    shutil.rmtree(leftover)
+            if directory.exists():
                 directory.rename(doomed)
                 shutil.rmtree(doomed)
 
@@ -127,6 +136,10 @@ class S3Repository:
     def write(self, model: str, name: str, text: str) -> None:
         with _s3_errors(self.uri):
             self._s3.put_object(Bucket=self.bucket, Key=self._key(model, name), Body=text.encode())
+
+    def delete(self, model: str, name: str) -> None:
+        with _s3_errors(self.uri):
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(model, name))
 
     def _keys(self, model: str) -> list[str]:
         keys = []

@@ -1,12 +1,17 @@
 """Publish an ONNX artifact to a Triton model repository, load it, verify it, and measure it.
 
 A new version that fails to load, to verify or to meet the latency SLO is removed again and the
-previous version stays served; the outcome carries Triton's own error text.
+previous version stays served; the outcome carries Triton's own error text. Any other way an attempt
+ends before its version is verified (an error, SIGTERM, SIGKILL) is undone too: by the attempt
+itself, or from the write-ahead record by the next one (publish/recovery.py).
 """
 
+import os
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import numpy as np
 
@@ -15,12 +20,13 @@ from modelfleet.api.publication import PublishedVersion, RepositoryRecord, Servi
 from modelfleet.api.result import ArtifactResult, ModelSignature, ResultManifest
 from modelfleet.errors import ChecksumMismatch, PermanentError, PublishConflict, RetryableError, first_line
 from modelfleet.progress import Progress
-from modelfleet.publish.repository import CONFIG_FILE, ModelRepository, open_repository, read_record, write_record
+from modelfleet.publish.recovery import begin, prune, recover, restore, settle
+from modelfleet.publish.repository import CONFIG_FILE, ModelRepository, open_repository, read_record
 from modelfleet.publish.triton_config import PUBLICATION_PARAMETER, TRITON_TYPES, model_config
 from modelfleet.store import sha256_file
 
-RECORD_HISTORY = 20
 PUBLICATION_FILE = "triton-publication.json"
+ALLOWED_SERVERS_ENV = "MODELFLEET_TRITON_SERVERS"
 
 
 class VerificationFailed(Exception):
@@ -34,11 +40,14 @@ class VerificationFailed(Exception):
 def publish(result: ResultManifest, result_dir: Path, target: TritonTarget, owner: str,
             base_dir: Path | None, progress: Progress, latency_slo_ms: float | None = None) -> TritonPublication:
     artifact = _artifact(result, target)
-    server = TritonServer(target.server_url) if target.server_url else None
-    if server:
+    server = None
+    if target.server_url:
+        check_server_allowed(target.server_url, os.environ.get(ALLOWED_SERVERS_ENV, ""))
+        server = TritonServer(target.server_url)
         server.check_live()  # before anything is written: a dead server must not leave an unserved version
     repository = open_repository(target.repository, base_dir)
     record = _claim(repository, target.model_name, owner)
+    recover(repository, record, target, server, progress)
     version = max([record.last_version, *repository.versions(target.model_name)]) + 1
     model_file = result_dir / artifact.files[0]
     digest = sha256_file(model_file)
@@ -47,39 +56,62 @@ def publish(result: ResultManifest, result_dir: Path, target: TritonTarget, owne
                                f"{artifact.sha256[:12]}…; refusing to publish")
 
     progress.step("publish", f"{artifact.name} -> {target.repository}/{target.model_name}/{version}")
-    # The version number is recorded before anything else, so it is never handed out twice.
-    record.last_version = version
-    write_record(repository, target.model_name, record)
     previous_config = repository.read(target.model_name, CONFIG_FILE)
-    repository.put_version(target.model_name, version, model_file)
+    entry = PublishedVersion(version=version, artifact=artifact.name, sha256=digest, generation=result.generation,
+                             state="pending", previous_config=previous_config)
     publication = f"{version}:{digest[:16]}"
-    repository.write(target.model_name, CONFIG_FILE,
-                     model_config(target.model_name, artifact.signature, target, artifact.precision, publication))
-    entry = PublishedVersion(version=version, artifact=artifact.name, sha256=digest,
-                             generation=result.generation, state="written")
     outcome = TritonPublication(model_name=target.model_name, repository=target.repository, artifact=artifact.name,
                                 version=version, state="Written", reason="Written",
                                 message=f"version {version} written; no server to load it", latency_slo_ms=latency_slo_ms)
-    if server:
-        try:
+    try:
+        begin(repository, record, target.model_name, entry)  # the number is never handed out twice
+        repository.put_version(target.model_name, version, model_file)
+        repository.write(target.model_name, CONFIG_FILE,
+                         model_config(target.model_name, artifact.signature, target, artifact.precision, publication))
+        if server:
             outcome = _serve(server, target, artifact, result_dir, version, publication, outcome, progress)
-            entry.state = "served"
-        except VerificationFailed as failure:
-            progress.step("publish", f"version {version} failed ({failure.reason}); rolling back")
-            # A server reading another repository never saw this write: leave what it serves alone.
-            _roll_back(None if failure.reason == "WrongRepository" else server, repository, target, version,
-                       previous_config)
-            entry.state = "rolledBack"
-            outcome = outcome.model_copy(update={
-                "state": "Failed", "reason": failure.reason, "message": str(failure), "latency": None,
-                "served_versions": _quietly(server.served_versions, target.model_name) or [],
-            })
-    if outcome.state != "Failed":
-        _prune(repository, target, version)
-    record.versions = (record.versions + [entry])[-RECORD_HISTORY:]
-    write_record(repository, target.model_name, record)
+        settle(repository, record, target.model_name, entry, "served" if server else "written")  # the commit
+    except VerificationFailed as failure:
+        progress.step("publish", f"version {version} failed ({failure.reason}); rolling back")
+        # A server reading another repository never saw this write: leave what it serves alone.
+        _roll_back(repository, record, target, entry, previous_config,
+                   None if failure.reason == "WrongRepository" else server, progress)
+        outcome = outcome.model_copy(update={
+            "state": "Failed", "reason": failure.reason, "message": str(failure), "latency": None,
+            "served_versions": _quietly(server.served_versions, target.model_name) or [],
+        })
+    except BaseException as interruption:  # RetryableError, SIGTERM (cli), Ctrl-C: undo, then report the original
+        # Also when the commit itself was interrupted: restoring the previous state is right either way.
+        progress.step("publish", f"version {version} interrupted ({first_line(interruption)}); rolling back")
+        _roll_back(repository, record, target, entry, previous_config, server, progress)
+        raise
+    else:
+        prune(repository, record, target, version)  # after the commit only: a rollback needs the previous versions
     progress.step("publish", f"{outcome.state}: {outcome.message}")
     return outcome
+
+
+def check_server_allowed(url: str, allowed: str) -> None:
+    """Refuse a server that is not on the comma-separated allow-list `allowed` (empty: any server).
+
+    Entries match on scheme, host and port; a path is ignored. A list without a usable entry refuses all.
+    """
+    if not allowed.strip():
+        return
+    origins = {_origin(entry) for entry in allowed.split(",") if entry.strip()} - {None}
+    if _origin(url) not in origins:
+        raise PermanentError(f"Triton server {url} is not on the allow-list ({ALLOWED_SERVERS_ENV}="
+                             f"{allowed}); the operator's setting decides which servers publishing may reach",
+                             reason="ServerNotAllowed")
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parsed = urlparse(url.strip())
+    try:
+        port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme.lower())
+    except ValueError:  # a port that is not a number matches nothing
+        return None
+    return parsed.scheme.lower(), (parsed.hostname or "").lower(), port
 
 
 def _artifact(result: ResultManifest, target: TritonTarget) -> ArtifactResult:
@@ -116,6 +148,7 @@ def _serve(server: "TritonServer", target: TritonTarget, artifact: ArtifactResul
         progress.step("publish", f"waiting for {server.url} to pick up {name} version {version}")
     server.wait_ready(name, version, timeout)
     ready_s = time.monotonic() - started
+    progress.step("publish", f"verifying version {version}: config, metadata, smoke test")
     server.check_publication(name, publication, target.repository)
     server.check_metadata(name, version, artifact.signature)
     smoke = np.load(result_dir / artifact.smoke)
@@ -123,6 +156,7 @@ def _serve(server: "TritonServer", target: TritonTarget, artifact: ArtifactResul
     if diff > target.verification.smoke_tolerance:
         raise VerificationFailed("SmokeMismatch", f"Triton's outputs differ from {artifact.name}'s own by up to "
                                                   f"{diff:.3g} (tolerance {target.verification.smoke_tolerance:g})")
+    progress.step("publish", f"measuring version {version}: {target.verification.latency_requests} requests")
     latency = server.latency(name, version, artifact.signature, smoke["inputs"][:1], target.verification.latency_requests)
     message = (f"version {version} ready in {ready_s:.2f} s, smoke max diff {diff:.2g}, "
                f"p50 {latency.p50_ms:.2f} ms, p95 {latency.p95_ms:.2f} ms")
@@ -133,26 +167,19 @@ def _serve(server: "TritonServer", target: TritonTarget, artifact: ArtifactResul
                                       "ready_seconds": round(ready_s, 3), "served_versions": server.served_versions(name)})
 
 
-def _roll_back(server: "TritonServer | None", repository: ModelRepository, target: TritonTarget, version: int,
-               previous_config: str | None) -> None:
-    """Remove the failed version; Triton goes back to serving what it served before."""
-    repository.delete_version(target.model_name, version)
-    if previous_config is not None:
-        repository.write(target.model_name, CONFIG_FILE, previous_config)
-    if server is None or target.model_control != "explicit":
-        return  # a polling server drops the version on its next scan
-    if repository.versions(target.model_name):
-        _quietly(server.load, target.model_name)
-    else:
-        _quietly(server.unload, target.model_name)
+def _roll_back(repository: ModelRepository, record: RepositoryRecord, target: TritonTarget, entry: PublishedVersion,
+               previous_config: str | None, server: "TritonServer | None", progress: Progress) -> None:
+    """Restore what was there before `entry`; Triton goes back to serving the previous version.
 
-
-def _prune(repository: ModelRepository, target: TritonTarget, version: int) -> None:
-    """Delete versions the version policy no longer serves (the newest keep_versions stay)."""
-    kept = [v for v in repository.versions(target.model_name) if v <= version][-target.keep_versions:]
-    for old in repository.versions(target.model_name):
-        if old not in kept and old < version:
-            repository.delete_version(target.model_name, old)
+    Best effort, since the failure being reported matters more than a second one: a rollback that
+    cannot finish leaves the version pending in the record, and the next attempt completes it.
+    """
+    try:
+        restore(repository, target, entry.version, previous_config, server)
+        settle(repository, record, target.model_name, entry, "rolledBack")
+    except Exception as e:
+        progress.step("publish", f"rollback of version {entry.version} unfinished ({first_line(e)}); "
+                                 "the next attempt completes it")
 
 
 def _quietly(call, *args):
@@ -171,9 +198,10 @@ class TritonServer:
 
         parsed = urlparse(url)
         self.url = url
+        self._base, self._timeout = f"{parsed.scheme}://{parsed.netloc}", 120.0
         self._http = triton_http
         self._client = triton_http.InferenceServerClient(
-            parsed.netloc, ssl=parsed.scheme == "https", connection_timeout=10.0, network_timeout=120.0)
+            parsed.netloc, ssl=parsed.scheme == "https", connection_timeout=10.0, network_timeout=self._timeout)
 
     def _call(self, what: str, call, *args, **kwargs):
         from tritonclient.utils import InferenceServerException
@@ -198,8 +226,26 @@ class TritonServer:
         except VerificationFailed as e:
             raise VerificationFailed("LoadFailed", str(e)) from e
 
-    def unload(self, name: str) -> None:
-        self._call("unload", self._client.unload_model, name)
+    def reload(self, name: str, has_versions: bool) -> None:
+        """Serve what the repository holds now: load the model again, or unload it when no version is left.
+
+        A plain HTTP request of its own: rollbacks follow exceptions raised into tritonclient calls
+        (SIGTERM), after which its gevent connections and hub cannot be trusted. Unreachable is raised
+        (the reload must happen later); Triton refusing is not: the repository is what it was
+        before, and whatever Triton makes of it is what it served then.
+        """
+        action = "load" if has_versions else "unload"
+        request = urllib.request.Request(f"{self._base}/v2/repository/models/{quote(name)}/{action}", data=b"{}",
+                                         method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout):
+                pass
+        except urllib.error.HTTPError as e:
+            answer = e.read().decode(errors="replace")
+            if e.code >= 500 and "load failed" not in answer:
+                raise RetryableError(f"Triton at {self.url}: {action}: HTTP {e.code} {answer}") from e
+        except OSError as e:
+            raise RetryableError(f"Triton at {self.url} is unreachable ({action}): {first_line(e)}") from e
 
     def wait_ready(self, name: str, version: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -1,28 +1,40 @@
 """Fetching inputs (models, datasets) by URI into local files."""
 
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from modelfleet.api.paths import DNS_SUBDOMAIN_PATTERN
 from modelfleet.errors import PermanentError, RetryableError, SourceError
 from modelfleet.store import s3
+from modelfleet.store.paths import confined
 
 _HTTP_TIMEOUT_S = 60
 
 
 def resolve_local(uri: str, base_dir: Path | None = None) -> Path | None:
-    """The local path a `file://` or `pvc://` URI names, or None for remote schemes."""
+    """The local path a `file://` or `pvc://` URI names, or None for remote schemes.
+
+    The path is resolved and must stay inside its root (else SourceError, reason PathEscape): the
+    claim's mount MODELFLEET_PVC_ROOT/<claim> for pvc://, `base_dir` (default: the working directory)
+    for a relative file://. An absolute file:// may name any file.
+    """
     if uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://"))
-        return path if path.is_absolute() else (base_dir or Path.cwd()) / path
+        path = uri.removeprefix("file://").removesuffix("/")
+        if path.startswith("/"):
+            return confined(Path("/"), path.removeprefix("/"), uri)
+        return confined(base_dir or Path.cwd(), path, uri)
     if uri.startswith("pvc://"):
-        claim_and_path = uri.removeprefix("pvc://")
-        if "/" not in claim_and_path:
-            raise PermanentError(f"{uri}: expected pvc://<claim>/<path>")
-        return Path(os.environ.get("MODELFLEET_PVC_ROOT", "/mnt/pvc")) / claim_and_path
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        if not path or not re.fullmatch(DNS_SUBDOMAIN_PATTERN, claim):
+            raise SourceError(f"{uri}: expected pvc://<claim>/<path>, the claim a PVC name (lowercase letters, "
+                              "digits, '-', '.')", reason="InvalidURI")
+        root = Path(os.environ.get("MODELFLEET_PVC_ROOT", "/mnt/pvc")) / claim
+        return confined(root, path.removesuffix("/"), uri)
     return None
 
 
@@ -33,8 +45,9 @@ def fetch(uri: str, workdir: Path, base_dir: Path | None = None) -> Path:
     """
     local = resolve_local(uri, base_dir)
     if local is not None:
-        if not local.is_file():
-            raise SourceError(f"{uri}: no such file ({local})", reason="SourceNotFound")
+        if not local.is_file():  # a directory, a device such as /dev/zero or a FIFO is no model or dataset
+            what = "not a regular file" if local.exists() else "no such file"
+            raise SourceError(f"{uri}: {what} ({local})", reason="SourceNotFound")
         if not os.access(local, os.R_OK):
             raise SourceError(f"{uri}: file is not readable ({local})", reason="SourceNotFound")
         return local
@@ -64,8 +77,8 @@ def read_text(uri: str, base_dir: Path | None = None) -> str | None:
 
 def _download(uri: str, workdir: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    name = Path(uri.split("?", 1)[0]).name or "download"
-    target = workdir / name
+    target = confined(workdir, Path(uri.split("?", 1)[0]).name or "download", uri)
+    name = target.name
     fd, tmp = tempfile.mkstemp(dir=workdir, prefix=f".{name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(uri, timeout=_HTTP_TIMEOUT_S) as response:

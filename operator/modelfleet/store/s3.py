@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from modelfleet.errors import PermanentError, RetryableError, SourceError, first_line
 from modelfleet.store.files import sha256_file
+from modelfleet.store.paths import confined
 
 SCHEME = "s3://"
 _CHUNK = 1 << 20
@@ -63,7 +64,8 @@ def parse(uri: str) -> S3Location:
 def client():
     """One boto3 client per endpoint and credentials (boto3 clients are thread-safe; creating them is not)."""
     key = tuple(os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
-                                            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"))
+                                            "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+                                            "AWS_PROFILE"))
     with _client_lock:
         if key not in _clients:
             import boto3
@@ -110,7 +112,7 @@ def fetch(uri: str, workdir: Path) -> Path:
     location = parse(uri)
     if not location.key:
         raise SourceError(f"{uri}: expected s3://<bucket>/<key>", reason="UnsupportedURI")
-    return download(location, workdir / Path(location.key).name, subject=uri)
+    return download(location, confined(workdir, Path(location.key).name, uri), subject=uri)
 
 
 def download(location: S3Location, target: Path, subject: str | None = None,
