@@ -322,16 +322,17 @@ BAD_SPECS = [
 ]
 
 
-def _mutated(path: tuple, value) -> dict:
-    manifest = copy.deepcopy(VALID)
-    *parents, last = ("spec", *path)
+def mutated(base: dict, path: tuple, value) -> dict:
+    """A copy of `base` with the value at `path` replaced, or removed when `value` is DROP."""
+    manifest = copy.deepcopy(base)
+    *parents, last = path
     node = manifest
     for key in parents:
         node = node[key]
     if value is DROP:
         del node[last]
     else:
-        node[last] = value
+        node[last] = copy.deepcopy(value)
     return manifest
 
 
@@ -342,7 +343,7 @@ def test_the_valid_base_passes_both(crd_validator):
 
 @pytest.mark.parametrize(("path", "value", "model_error", "api_server"), [pytest.param(*case[1:], id=case[0]) for case in BAD_SPECS])
 def test_bad_spec_is_rejected(path, value, model_error, api_server, crd_validator, schema):
-    manifest = _mutated(path, value)
+    manifest = mutated(VALID, ("spec", *path), value)
     with pytest.raises(ValidationError, match=model_error):
         CompressedModel.model_validate(manifest)
 

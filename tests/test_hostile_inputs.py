@@ -7,7 +7,6 @@ before any work. Inputs (models, datasets, result files, paths) go through `mode
 `modelfleet publish triton` against a copy of the session's real digits result.
 """
 
-import copy
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from modelfleet.cli import main
 from modelfleet.pipeline import dataset
 
 from conftest import digits_example
-from test_crdgen import CRD_FILE, _as_json_schema, _cel_rules
+from test_crdgen import CRD_FILE, DROP, _as_json_schema, _cel_rules, mutated
 
 FAST = {"benchmark": {"threads": 1, "warmupRuns": 2, "runs": 10}, "compression": {"precisions": ["fp16"]},
         "targets": {"edge": []}}
@@ -62,7 +61,6 @@ def refused_by_the_cli(argv: list[str], capsys) -> tuple[int, str]:
 
 # --- manifests -----------------------------------------------------------------------------------
 
-DROP = object()
 SCHEMA = "the CRD's OpenAPI schema"
 PRUNED = "pruned by the API server (kubectl's strict field validation reports it)"
 KUBERNETES = "the API server's own validation of apiVersion and metadata"
@@ -154,19 +152,6 @@ BAD_MANIFESTS = [
     ("spec-a-string", ("spec",), "compress it please", "valid dictionary", SCHEMA),
     ("unknown-spec-field", ("spec", "sourceUri"), "s3://models/digits.pt", "Extra inputs are not permitted", PRUNED),
 ]
-
-
-def mutated(base: dict, path: tuple, value) -> dict:
-    manifest = copy.deepcopy(base)
-    *parents, last = path
-    node = manifest
-    for key in parents:
-        node = node[key]
-    if value is DROP:
-        del node[last]
-    else:
-        node[last] = copy.deepcopy(value)
-    return manifest
 
 
 def test_the_suite_covers_at_least_fifty_bad_manifests():
