@@ -263,6 +263,8 @@ def main() -> int:
         time.sleep(rng.uniform(0, 25))
         pid = int(Path("/var/lib/modelfleet-cluster/pids/kube-apiserver.pid").read_text())
         os.kill(pid, signal.SIGKILL)
+        # until it is reaped: `up` takes a zombie for a running API server
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 60, "the killed API server to be reaped")
         subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "up"], check=True, capture_output=True)
 
     def kill_publish_pod() -> None:
@@ -287,6 +289,7 @@ def main() -> int:
             trials.run("publish", args.publish, 1, kill_publish_pod, served, ["compress", "publish"], local,
                        after=lambda name: (trials.check_triton(name, name, triton), triton.unload(name)))
         if args.minio:
+            (root / "minio").mkdir()
             minio = RestartableMinio(root / "minio", host=node_ip)
             secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": NAMESPACE},
                       "stringData": minio.env}
