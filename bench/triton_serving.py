@@ -9,7 +9,7 @@ Python-based "onnxruntime" backend: see tests/triton_backend), then for each pre
   server avg         Triton's own average request duration (statistics API) over those requests
   local p50/p95      the same model and sample in onnxruntime in this process (1 thread)
 
-Usage: python bench/triton.py [--requests N] [--json PATH]
+Usage: python bench/triton_serving.py [--requests N] [--json PATH]
 """
 
 import argparse
