@@ -16,7 +16,7 @@ from modelfleet.domain.plan import (
     COMPRESS, PERMANENT_EXIT_CODES, PUBLISH, OperatorSettings, job_name, pvc_claims, stage_hashes, worker_job,
 )
 from modelfleet.domain.lifecycle import FINALIZER, needs_reconcile, unhonoured_retry, with_finalizer, without_finalizer
-from modelfleet.domain.pods import pod_problem
+from modelfleet.domain.pods import PodProblem, pod_problem, surfaces_in
 from modelfleet.domain.requeue import backoff_seconds
 from modelfleet.domain.status import (
     JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy, recorded_outcome,
@@ -445,6 +445,7 @@ def pod(conditions=(), waiting: tuple[str, str] | None = None) -> dict:
 
 
 UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "lastTransitionTime": "2026-12-01T09:30:00Z",
                  "message": "0/1 nodes are available: persistentvolumeclaim \"models\" not found."}
 
 
@@ -463,7 +464,28 @@ def test_pod_problems_name_why_a_pod_cannot_start(resource, expected):
     if expected is None:
         assert problem is None
     else:
-        assert problem[0] == expected[0] and expected[1] in problem[1] and "digits-compress-x-abcde" in problem[1]
+        assert problem.reason == expected[0] and expected[1] in problem.message
+        assert "digits-compress-x-abcde" in problem.message
+
+
+UNSCHEDULABLE_SINCE = 1796117400.0  # 2026-12-01T09:30:00Z
+
+
+@pytest.mark.parametrize("problem, now, grace, expected", [
+    (PodProblem("ImagePullBackOff", "m"), UNSCHEDULABLE_SINCE, 20, 0.0),  # a stuck container: at once
+    (PodProblem("Unschedulable", "m", UNSCHEDULABLE_SINCE), UNSCHEDULABLE_SINCE + 5, 20, 15.0),
+    (PodProblem("Unschedulable", "m", UNSCHEDULABLE_SINCE), UNSCHEDULABLE_SINCE + 20, 20, 0.0),
+    (PodProblem("Unschedulable", "m", UNSCHEDULABLE_SINCE), UNSCHEDULABLE_SINCE + 300, 20, 0.0),
+    (PodProblem("Unschedulable", "m", UNSCHEDULABLE_SINCE), UNSCHEDULABLE_SINCE, 0, 0.0),  # grace switched off
+    (PodProblem("Unschedulable", "m", None), UNSCHEDULABLE_SINCE, 20, 0.0),  # no transition time: at once
+])
+def test_an_unschedulable_pod_surfaces_after_its_grace_period(problem, now, grace, expected):
+    assert surfaces_in(problem, now, grace) == pytest.approx(expected)
+
+
+def test_the_unschedulable_transition_time_is_read_from_the_pod():
+    assert pod_problem(pod([UNSCHEDULABLE])).since == UNSCHEDULABLE_SINCE
+    assert pod_problem(pod([{**UNSCHEDULABLE, "lastTransitionTime": "not a time"}])).since is None
 
 
 @pytest.mark.parametrize("text, code, reason, message", [

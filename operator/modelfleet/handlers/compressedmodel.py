@@ -9,6 +9,7 @@ reconcile manages (domain/lifecycle.py). Failed reconciles are requeued with bac
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import kopf
@@ -17,7 +18,7 @@ from modelfleet.api.compressedmodel import GROUP, VERSION
 from modelfleet.controller import echoes_own_write, reconcile, record_failure, settings_from_env
 from modelfleet.domain.lifecycle import needs_reconcile
 from modelfleet.domain.plan import MANAGED_BY, MODEL_LABEL
-from modelfleet.domain.pods import pod_problem
+from modelfleet.domain.pods import UNSCHEDULABLE_GRACE_SECONDS, pod_problem, surfaces_in
 from modelfleet.k8s import Cluster
 from modelfleet.workqueue import Key, QueueSettings, WorkQueue
 
@@ -54,6 +55,7 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.watching.server_timeout = 300
     _state["cluster"] = Cluster()
     _state["settings"] = settings_from_env()
+    _state["grace"] = float(os.environ.get("MODELFLEET_UNSCHEDULABLE_GRACE_SECONDS", UNSCHEDULABLE_GRACE_SECONDS))
     _state["threads"] = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
     _state["queue"] = queue = WorkQueue(_reconcile, _record_failure, queue_settings_from_env())
     _state["resync"] = asyncio.get_running_loop().create_task(queue.resync_forever())
@@ -78,7 +80,7 @@ async def model_jobs(namespace: str, labels, body, **_) -> dict:
 async def stuck_pods(namespace: str, labels, body, **_) -> dict:
     """Why our worker pods cannot start (unschedulable, image, missing Secret), by resource: only the stuck ones."""
     problem = pod_problem(dict(body))
-    return {(namespace, labels[MODEL_LABEL]): (labels.get(JOB_NAME_LABEL), *problem)} if problem else {}
+    return {(namespace, labels[MODEL_LABEL]): (labels.get(JOB_NAME_LABEL), problem)} if problem else {}
 
 
 # The handlers are async so that the many events needing nothing (a Job's progress, our own writes
@@ -118,13 +120,20 @@ async def pod_changed(body, namespace: str, type: str, model_jobs: kopf.Index, s
             seen.pop(uid, None)
         else:
             seen[uid] = problem
-        await _state["queue"].process((namespace, body["metadata"]["labels"][MODEL_LABEL]))
+        key = (namespace, body["metadata"]["labels"][MODEL_LABEL])
+        wait = surfaces_in(problem, time.time(), _state["grace"]) if problem else 0.0
+        if wait:  # still within its grace period: look again when it ends
+            _state["queue"].add_after(key, wait)
+        else:
+            await _state["queue"].process(key)
 
 
 async def _reconcile(key: Key, body: dict | None) -> None:
     jobs_index, pods_index = _state["indexes"]
     jobs = list(jobs_index.get(key, []))
-    problems = {job: (reason, message) for job, reason, message in pods_index.get(key, [])}
+    now = time.time()
+    problems = {job: (problem.reason, problem.message) for job, problem in pods_index.get(key, [])
+                if not surfaces_in(problem, now, _state["grace"])}
     await _in_thread(reconcile, _state["cluster"], _state["settings"], *key, body, jobs, problems)
 
 
