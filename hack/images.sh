@@ -15,8 +15,8 @@
 #
 # Needs a running dockerd (started with `hack/cluster.sh dockerd` when none answers), a docker
 # client with BuildKit (buildx, or Debian's docker.io 20.10 client, which has BuildKit built in),
-# python3 >= 3.11 with venv on the host, and PyPI reachable from the host (only while filling
-# the wheelhouse).
+# python3 >= 3.11 with venv on the host, PyPI reachable from the host (only while filling the
+# wheelhouse), and for the worker what hack/ncnn-tools.sh needs to build ncnn's int8 tools once.
 #
 # Caches, outside the repository (MODELFLEET_IMAGES_CACHE, default ~/.cache/modelfleet):
 #   wheelhouse/<key>/        requirements.txt (pinned, sha256 per wheel) and the wheels; <key>
@@ -85,9 +85,11 @@ find_buildkit() {
 # ---------------------------------------------------------------- hashes
 
 # The files that make an image: pyproject.toml, the package sources and the image's directory
-# (its notes excepted).
+# (its notes excepted); for the worker also the script that builds ncnn's int8 tools.
 source_files() {
-    (cd "$ROOT" && find pyproject.toml operator "images/$1" -type f \
+    local extra=()
+    [ "$1" = worker ] && extra=(hack/ncnn-tools.sh hack/ncnn-tools)
+    (cd "$ROOT" && find pyproject.toml operator "images/$1" "${extra[@]}" -type f \
         ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' ! -name '*.md' -print | LC_ALL=C sort)
 }
 
@@ -227,6 +229,9 @@ build_image() {
     # when its copy of the last context is kept (MODELFLEET_IMAGES_KEEP_CONTEXT=1).
     cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
     project_wheel "$ctx/dist"
+    if [ "$name" = worker ]; then   # C++ built on this host, Debian bookworm like the base image
+        cp -a "$(bash "$ROOT/hack/ncnn-tools.sh")" "$ctx/ncnn-tools"
+    fi
 
     buildlog=$CACHE/images/$name-build.log
     log "building $tag with ${BUILDKIT[*]} (network none; cold: the worker several minutes, torch is large)"

@@ -56,6 +56,76 @@ def digits_manifest(digits_data, tmp_path):
     return write
 
 
+@pytest.fixture(scope="session")
+def onnx2tf() -> str:
+    """onnx2tf's executable, from the venv hack/onnx2tf-venv.sh makes once (first time: ~2 min, 2.6 GB)."""
+    done = subprocess.run(["bash", str(REPO / "hack" / "onnx2tf-venv.sh")], check=True, stdout=subprocess.PIPE,
+                          text=True, timeout=1800)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def export_digits_onnx(digits_data: Path, out: Path, fixed_batch: int | None = None, opset: int = 17) -> Path:
+    """The digits CNN as ONNX (torch's TorchScript exporter): a dynamic batch dimension, or one fixed at
+    `fixed_batch`; at `opset`, as files exported by older tools come."""
+    import torch
+
+    module = torch.jit.load(str(digits_data / "digits.torchscript.pt"))
+    axes = None if fixed_batch else {"input": {0: "n"}, "logits": {0: "n"}}
+    torch.onnx.export(module, (torch.zeros(fixed_batch or 2, 1, 8, 8),), str(out), input_names=["input"],
+                      output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_denoiser(tmp_path_factory) -> Path:
+    """A model that is not a classifier, trained on scikit-learn's digits: a tiny fully convolutional denoiser
+    (noisy 8x8 digit in, clean digit out; a U-Net-like skip around a pooled branch), exported to ONNX with
+    dynamic batch, height and width. Writes denoiser.onnx, calibration.npz and evaluation.npz (inputs only,
+    no labels: the 30% held out)."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    class Denoiser(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encode = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU())
+            self.pooled = torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.Conv2d(16, 16, 3, padding=1),
+                                              torch.nn.ReLU(), torch.nn.Upsample(scale_factor=2))
+            self.decode = torch.nn.Conv2d(16, 1, 3, padding=1)
+
+        def forward(self, x):
+            features = self.encode(x)
+            return self.decode(features + self.pooled(features))
+
+    out = tmp_path_factory.mktemp("denoiser")
+    rng = np.random.default_rng(0)
+    clean = (load_digits().images / 16.0).astype(np.float32)[:, None]
+    noisy = np.clip(clean + rng.normal(0, 0.25, clean.shape), 0, 1).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(noisy, clean, test_size=0.3, random_state=0)
+    torch.manual_seed(0)
+    model = Denoiser()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    for _ in range(40):
+        for i in range(0, len(x), 64):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x[i:i + 64]), y[i:i + 64]).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        denoised = model(torch.from_numpy(x_test)).numpy()
+    # A real model: it removes about half of the held-out noise (what clipping to [0, 1] left of it).
+    assert np.mean((denoised - y_test) ** 2) < 0.6 * np.mean((x_test - y_test) ** 2)
+    axes = {"noisy": {0: "n", 2: "h", 3: "w"}, "clean": {0: "n", 2: "h", 3: "w"}}
+    torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), str(out / "denoiser.onnx"), input_names=["noisy"],
+                      output_names=["clean"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    np.savez(out / "calibration.npz", inputs=x_train[:256])
+    np.savez(out / "evaluation.npz", inputs=x_test)
+    return out
+
+
 # --- a real Triton server ----------------------------------------------------------------------
 # hack/triton/install.sh puts tritonserver 2.51 (from the nvidia-pytriton wheel, CPU, Python backend
 # only) under ~/.cache/modelfleet and adds tests/triton_backend/onnxruntime, a TEST-ONLY

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import deep_update, digits_example
 
+from modelfleet.api.compressedmodel import EDGE_PRECISION_RULE
+
 pytestmark = pytest.mark.cluster
 
 PVC_DATA = {"source": {"uri": "pvc://data/digits/digits.torchscript.pt"},
@@ -59,10 +61,10 @@ BAD = [
                                                             {"name": "x", "runtime": "tflite"}]}}),
      "edge target names must be unique"),
     ("tflite fp16", manifest({"targets": {"edge": [{"name": "x", "runtime": "tflite", "precision": "fp16"}]}}),
-     "tflite supports precision fp32 only"),
+     EDGE_PRECISION_RULE),
     ("triton precision not built", manifest({"compression": {"precisions": ["int8-static"]},
                                              "targets": {"triton": TRITON | {"precision": "fp16"}}}),
-     "targets.triton.precision must be fp32 or one of compression.precisions"),
+     "targets.triton.precision must be auto, fp32 or one of compression.precisions"),
     ("triton model name", manifest({"targets": {"triton": TRITON | {"modelName": "Bad_Name"}}}),
      "spec.targets.triton.modelName in body should match"),
     ("tensorrt on cpu", manifest({"targets": {"triton": TRITON | {"tensorrt": True}}}),

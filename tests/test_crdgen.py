@@ -1,6 +1,7 @@
 """The generated CompressedModel CRD: up to date, structural, and as strict as the pydantic model."""
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -9,7 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from modelfleet import crdgen
-from modelfleet.api.compressedmodel import MAX_NAME_LENGTH, NAME_TOO_LONG, CompressedModel, Compression, Precision
+from modelfleet.api.compressedmodel import (EDGE_PRECISION_RULE, MAX_NAME_LENGTH, NAME_TOO_LONG, CompressedModel,
+                                            Compression, Precision)
 from modelfleet.api.paths import INPUT_URI_PATTERN, REPOSITORY_URI_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +161,8 @@ def test_status_is_a_subresource_with_only_the_operators_fields(version, schema)
     # kopf keeps no state on the resource (level-based event handlers), so nothing else is preserved.
     assert version["subresources"] == {"status": {}}
     assert set(schema["properties"]["status"]["properties"]) == {"observedGeneration", "conditions", "artifacts",
-                                                                  "evaluation", "specHashes", "retry"}
+                                                                  "evaluation", "chosen", "choices", "specHashes",
+                                                                  "retry"}
 
 
 def test_names_and_scope(crd):
@@ -187,6 +190,7 @@ def test_printer_columns(version):
         ("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason'),
         ("Int8Drop", "number", ".status.evaluation.int8AccuracyDropPoints"),
         ("Int8Size", "integer", ".status.evaluation.int8SizeBytes"),
+        ("Chosen", "string", ".status.chosen"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
 
@@ -198,10 +202,10 @@ def test_cel_rules_mirror_the_model_validators(schema):
     messages = {path: [r["message"] for r in rules] for path, rules in _cel_rules(schema).items()}
     assert messages == {
         "": [NAME_TOO_LONG],
-        ".spec": ["targets.triton.precision must be fp32 or one of compression.precisions"],
+        ".spec": ["targets.triton.precision must be auto, fp32 or one of compression.precisions"],
         ".spec.source.inputs[]": ["batch dimension must be -1 (dynamic) or positive, other dimensions positive"],
         ".spec.targets.edge": ["edge target names must be unique"],
-        ".spec.targets.edge[]": ["tflite supports precision fp32 only"],
+        ".spec.targets.edge[]": [EDGE_PRECISION_RULE],
         ".spec.targets.triton": ["tensorrt needs instanceGroup.kind GPU"],
     }
 
@@ -296,7 +300,7 @@ BAD_SPECS = [
     ("zero-latency-budget", ("slo", "latencyP95Ms", "onnxruntime"), 0, r"spec\.slo\.latencyP95Ms\.onnxruntime", SCHEMA),
     ("opset-too-old", ("compression", "opset"), 13, r"spec\.compression\.opset", SCHEMA),
     ("unknown-metric", ("dataset", "metric"), "top5", r"spec\.dataset\.metric", SCHEMA),
-    ("tflite-fp16", ("targets", "edge", 1, "precision"), "fp16", "tflite supports precision fp32 only", "tflite supports precision fp32 only"),
+    ("tflite-fp16", ("targets", "edge", 1, "precision"), "fp16", re.escape(EDGE_PRECISION_RULE), EDGE_PRECISION_RULE),
     (
         "duplicate-edge-names",
         ("targets", "edge", 1, "name"),
@@ -309,7 +313,7 @@ BAD_SPECS = [
         ("targets", "triton", "precision"),
         "int8-dynamic",
         "must be one of compression.precisions",
-        "targets.triton.precision must be fp32 or one of compression.precisions",
+        "targets.triton.precision must be auto, fp32 or one of compression.precisions",
     ),
     (
         "zero-batch-dimension",

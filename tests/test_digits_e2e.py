@@ -13,7 +13,7 @@ from modelfleet.store import sha256_file
 pytestmark = pytest.mark.slow
 
 EXPECTED = {"onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static",
-            "ncnn-fp16-arm-boards", "tflite-fp32-phones"}
+            "ncnn-fp32-arm-boards", "ncnn-fp16-arm-boards", "tflite-fp32-phones"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,9 @@ def test_digits_accuracy_is_real_and_int8_close_to_fp32(digits_run):
     workdir, _ = digits_run
     result = json.loads((workdir / "out/result.json").read_text())
     artifacts = {a["name"]: a for a in result["artifacts"]}
-    assert set(artifacts) == EXPECTED and not result["failures"]
+    # arm-boards is auto: ncnn int8 is a candidate too, built where hack/ncnn-tools.sh has run
+    failed = {f["target"] for f in result["failures"]}
+    assert set(artifacts) - {"ncnn-int8-arm-boards"} == EXPECTED and failed <= {"ncnn-int8-arm-boards"}
     assert result["baseline"]["accuracy"] >= 95.0
     assert result["baseline"]["evaluatedSamples"] == 540
     int8 = artifacts["onnx-int8-static"]

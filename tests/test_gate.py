@@ -45,3 +45,45 @@ def test_violation_messages_name_the_artifact_and_figures():
     assert violation.artifact == "onnx-int8-static"
     assert (violation.limit, violation.measured) == (2.0, 2.5)
     assert "2.500 ms exceeds 2.000 ms" in violation.message
+
+
+def scored(name="onnx-int8-static", cosine=0.999, snr_db=30.0, p95=1.0):
+    """An artifact measured under metric fidelity: no accuracy, outputs compared with the fp32 ones."""
+    from modelfleet.api.result import FidelityResult
+
+    return artifact(name=name, p95=p95).model_copy(update={
+        "accuracy": None, "accuracy_drop_points": None,
+        "fidelity": FidelityResult(cosine=cosine, snr_db=snr_db, min_cosine=cosine - 0.01, min_cosine_sample=7,
+                                   min_snr_db=snr_db - 5, min_snr_sample=3)})
+
+
+FIDELITY_SLO = SLO.model_validate({"minFidelityCosine": 0.995, "minFidelitySnrDb": 25.0,
+                                   "latencyP95Ms": {"onnxruntime": 2.0}})
+
+
+@pytest.mark.parametrize(("artifact_", "slo", "violated"), [
+    (scored(), FIDELITY_SLO, []),
+    (scored(cosine=0.99), FIDELITY_SLO, ["fidelityCosine"]),
+    (scored(cosine=0.995), FIDELITY_SLO, []),  # the limit itself passes
+    (scored(snr_db=20.0), FIDELITY_SLO, ["fidelitySnr"]),
+    (scored(cosine=0.5, snr_db=1.0, p95=3.0), FIDELITY_SLO, ["fidelityCosine", "fidelitySnr", "latencyP95"]),
+    (scored(cosine=0.991, snr_db=1.0), SLO(), []),  # defaults: cosine 0.99, SNR unchecked
+    (scored(cosine=0.98), SLO(), ["fidelityCosine"]),
+], ids=["met", "cosine", "cosine-at-limit", "snr", "all-three", "defaults", "default-cosine"])
+def test_fidelity_gate_uses_the_fidelity_bounds_not_accuracy(artifact_, slo, violated):
+    verdict = evaluate_slo([artifact_], [], slo, metric="fidelity")
+    assert [v.slo for v in verdict.violations] == violated
+
+
+def test_fidelity_violation_names_the_worst_sample():
+    (cosine, snr) = evaluate_slo([scored(cosine=0.9, snr_db=12.0)], [], FIDELITY_SLO, "fidelity").violations
+    assert (cosine.limit, cosine.measured) == (0.995, 0.9)
+    assert "mean cosine similarity 0.900000 with the fp32 outputs is below 0.995000 (worst sample 7: 0.890000)" \
+        in cosine.message
+    assert "mean SNR 12.00 dB against the fp32 outputs is below 25.00 dB (worst sample 3: 7.00 dB)" in snr.message
+
+
+def test_top1_gate_ignores_fidelity_bounds():
+    # A classifier whose logits drift (cosine 0.5) but whose top-1 holds is judged by accuracy alone.
+    lax = artifact().model_copy(update={"fidelity": scored(cosine=0.5).fidelity})
+    assert evaluate_slo([lax], [], FIDELITY_SLO).passed

@@ -15,6 +15,7 @@ from modelfleet.domain import feasibility
 from modelfleet.domain.plan import (
     COMPRESS, PERMANENT_EXIT_CODES, PUBLISH, OperatorSettings, job_name, pvc_claims, stage_hashes, worker_job,
 )
+from modelfleet.domain.choice import summary as chosen_line
 from modelfleet.domain.lifecycle import FINALIZER, needs_reconcile, unhonoured_retry, with_finalizer, without_finalizer
 from modelfleet.domain.pods import PodProblem, pod_problem, surfaces_in
 from modelfleet.domain.requeue import backoff_seconds
@@ -171,14 +172,24 @@ def test_an_s3_artifact_store_mounts_no_claim_and_passes_the_uri():
     ({"targets": {"triton": TRITON["targets"]["triton"] | {"modelName": "digits-v2"}}}, False, True),
     ({"targets": {"triton": TRITON["targets"]["triton"] | {"verification": {"latencyRequests": 500}}}}, False, True),
     ({"slo": {"latencyP95Ms": {"triton": 50}}}, False, True),
-    # what changes neither: the gate, how Jobs run, what happens on deletion
-    ({"slo": {"maxAccuracyDropPoints": 0.5}}, False, False),
+    # with precision auto (the default) the SLOs decide which artifact is published, except the edge budgets
+    ({"slo": {"maxAccuracyDropPoints": 0.5}}, False, True),
+    ({"slo": {"latencyP95Ms": {"onnxruntime": 1}}}, False, True),
+    ({"slo": {"latencyP95Ms": {"ncnn": 1}}}, False, False),
+    # what changes neither: how Jobs run, what happens on deletion
     ({"worker": {"resources": {"requests": {"cpu": "2"}}, "ttlSecondsAfterFinished": 60, "backoffLimit": 5}}, False, False),
     ({"artifactPolicy": "Delete"}, False, False),
 ])
 def test_stage_hashes_follow_what_each_stage_depends_on(changes, recompress, republish):
     before, after = stage_hashes(model(TRITON)), stage_hashes(model(deep_update(copy.deepcopy(TRITON), changes), 7))
     assert (before[COMPRESS] != after[COMPRESS], before[PUBLISH] != after[PUBLISH]) == (recompress, republish)
+
+
+def test_with_a_requested_triton_precision_the_slos_only_gate_what_is_published():
+    requested = deep_update(copy.deepcopy(TRITON), {"targets": {"triton": {"precision": "int8-static"}}})
+    before = stage_hashes(model(requested))
+    after = stage_hashes(model(deep_update(copy.deepcopy(requested), {"slo": {"maxAccuracyDropPoints": 0.5}}), 7))
+    assert before == after
 
 
 def test_job_names_fit_kubernetes_limits():
@@ -259,7 +270,13 @@ def result(passed_drop: float = 0.19) -> ResultManifest:
         "baseline": {"artifact": "onnx-fp32", "accuracy": 99.2, "evaluatedSamples": 540},
         "artifacts": [artifact | {"name": "onnx-fp32", "precision": "fp32", "role": "baseline", "accuracyDropPoints": 0},
                       artifact | {"name": "onnx-int8-static", "precision": "int8-static", "role": "candidate",
-                                  "accuracyDropPoints": passed_drop, "sizeBytes": 300}],
+                                  "accuracyDropPoints": passed_drop, "sizeBytes": 300},
+                      *(artifact | {"name": f"{runtime}-{precision}-{target}", "runtime": runtime, "precision": precision,
+                                    "target": target, "role": "candidate", "accuracyDropPoints": 0,
+                                    "latency": artifact["latency"] | {"p95Ms": p95}}
+                        for runtime, precision, target, p95 in (("ncnn", "fp32", "arm-boards", 0.5),
+                                                                ("ncnn", "fp16", "arm-boards", 0.3),
+                                                                ("tflite", "fp32", "phones", 0.4)))],
         "verdict": {"passed": True}, "durationSeconds": 9.0})
 
 
@@ -314,9 +331,45 @@ def test_decide(changes, observed, expected):
 
 def test_decide_reports_artifacts_and_the_int8_columns():
     decision = decide(model(), [], Observed(compress=JobState("Succeeded"), result=result()), "pvc://artifacts/r")
-    assert [a.uri for a in decision.artifacts] == ["pvc://artifacts/r/onnx-fp32", "pvc://artifacts/r/onnx-int8-static"]
+    assert [a.uri for a in decision.artifacts][:2] == ["pvc://artifacts/r/onnx-fp32", "pvc://artifacts/r/onnx-int8-static"]
     assert (decision.evaluation.int8_accuracy_drop_points, decision.evaluation.int8_size_bytes) == (0.19, 300)
     assert decide(model(), [], Observed(), "x").artifacts is None  # while compressing, status keeps what it had
+
+
+EDGE_CHOICE = "arm-boards=ncnn-fp16-arm-boards phones=tflite-fp32-phones"
+
+
+@pytest.mark.parametrize("changes, chosen, slo_met", [
+    # equal p95s: the smaller int8 ships; ncnn fp16 is faster than fp32; phones asked for fp32
+    ({}, f"triton=onnx-int8-static {EDGE_CHOICE}", "True"),
+    # int8 misses a tighter drop SLO: Triton gets fp32, and what ships meets the SLOs
+    ({"slo": {"maxAccuracyDropPoints": 0.1}}, f"triton=onnx-fp32 {EDGE_CHOICE}", "True"),
+    # a requested int8 is held to that SLO
+    ({"targets": {"triton": {"precision": "int8-static"}}, "slo": {"maxAccuracyDropPoints": 0.1}},
+     f"triton=onnx-int8-static {EDGE_CHOICE}", "False"),
+    # an ncnn budget neither ncnn artifact meets: arm-boards is left without one
+    ({"slo": {"latencyP95Ms": {"ncnn": 0.1}}}, "triton=onnx-int8-static arm-boards=none phones=tflite-fp32-phones",
+     "False"),
+])
+def test_the_status_names_the_choice_per_target_under_the_current_slos(changes, chosen, slo_met):
+    spec = model(deep_update(copy.deepcopy(TRITON), changes))
+    decision = decide(spec, [], Observed(compress=JobState("Succeeded"), result=result()), "pvc://artifacts/r")
+    assert chosen_line(decision.choices) == chosen
+    assert summary(decision)["SLOMet"][0] == slo_met
+    if slo_met == "True":
+        assert summary(decision)["create"] == [PUBLISH]  # the publish Job reads the same choice from the result
+
+
+def test_the_losers_say_why_in_the_status():
+    decision = decide(model(TRITON), [], Observed(compress=JobState("Succeeded"), result=result()), "pvc://artifacts/r")
+    boards = next(c for c in decision.choices if c.target == "arm-boards")
+    assert [(lost.artifact, lost.reason) for lost in boards.losers] == [
+        ("ncnn-fp32-arm-boards", "p95 0.500 ms > chosen 0.300 ms")]
+    triton = decision.choices[0]
+    assert [(lost.artifact, lost.reason) for lost in triton.losers] == [
+        ("onnx-fp32", "larger than onnx-int8-static (1000 B > 300 B) at a p95 within 2%")]
+    slo_met = next(c for c in decision.conditions if c.type == "SLOMet")
+    assert slo_met.message.endswith(f"ships triton=onnx-int8-static {EDGE_CHOICE}")
 
 
 def test_merge_conditions_moves_transition_time_only_on_status_change():

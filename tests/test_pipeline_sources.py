@@ -2,12 +2,13 @@
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import export_digits_onnx
 
 from modelfleet.api.compressedmodel import SourceFormat, TensorSpec
 from modelfleet.cli import main
@@ -39,23 +40,6 @@ def test_exported_program_source_matches_torchscript(digits_data, digits_manifes
     assert runs["exported-program"]["baseline"]["accuracy"] == runs["torchscript"]["baseline"]["accuracy"] >= 95.0
 
 
-@pytest.fixture(scope="session")
-def onnx2tf() -> str:
-    """onnx2tf's executable, from the venv hack/onnx2tf-venv.sh makes once (first time: ~2 min, 2.6 GB)."""
-    done = subprocess.run(["bash", str(REPO / "hack" / "onnx2tf-venv.sh")], check=True, stdout=subprocess.PIPE,
-                          text=True, timeout=1800)
-    return done.stdout.strip().splitlines()[-1]
-
-
-def export_digits_onnx(digits_data, out: Path, fixed_batch: int | None = None) -> Path:
-    """The digits CNN as ONNX: a dynamic batch dimension, or one fixed at `fixed_batch`."""
-    module = torch.jit.load(str(digits_data / "digits.torchscript.pt"))
-    axes = None if fixed_batch else {"input": {0: "n"}, "logits": {0: "n"}}
-    torch.onnx.export(module, (torch.zeros(fixed_batch or 2, 1, 8, 8),), str(out), input_names=["input"],
-                      output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    return out
-
-
 def test_onnx_source_passes_through_and_converts_to_ncnn_and_tflite(digits_data, digits_manifest, onnx2tf,
                                                                     monkeypatch, tmp_path):
     monkeypatch.setenv(convert.ONNX2TF_ENV, onnx2tf)
@@ -70,7 +54,11 @@ def test_onnx_source_passes_through_and_converts_to_ncnn_and_tflite(digits_data,
     result = result_of(tmp_path / "out")
     assert result["failures"] == []
     artifacts = {a["name"]: a for a in result["artifacts"]}
-    assert set(artifacts) == {"onnx-fp32", "onnx-int8-static", "ncnn-fp32-boards", "tflite-fp32-phones"}
+    # phones is auto (the default): TFLite fp32 and int8 are its candidates
+    assert set(artifacts) == {"onnx-fp32", "onnx-int8-static", "ncnn-fp32-boards", "tflite-fp32-phones",
+                              "tflite-int8-phones"}
+    assert [c["chosen"] for c in result["choices"] if c["target"] == "phones"] in (
+        [["tflite-fp32-phones"], ["tflite-int8-phones"]])
     assert result["baseline"]["accuracy"] >= 95.0
     # fp32 ncnn and fp32 TFLite (onnx2tf) reproduce the fp32 ONNX outputs.
     for name in ("ncnn-fp32-boards", "tflite-fp32-phones"):

@@ -35,8 +35,10 @@ def load_result(result_dir: Path) -> ResultManifest:
 
 
 def target(repository: Path, name: str, server_url: str | None, **changes) -> TritonTarget:
+    # int8-static named, as these tests are about publishing one known artifact (auto is tests/test_choice.py's)
     return TritonTarget.model_validate({"repository": f"file://{repository}", "modelName": name,
-                                        "serverUrl": server_url, "verification": {"latencyRequests": 20}} | changes)
+                                        "precision": "int8-static", "serverUrl": server_url,
+                                        "verification": {"latencyRequests": 20}} | changes)
 
 
 def publish_to(server: TritonProcess, name: str, result_dir: Path, slo: float | None = None, **changes):
@@ -225,7 +227,7 @@ def s3(monkeypatch):
 
 
 def repository_target(repository: str, name: str = "digits") -> TritonTarget:
-    return TritonTarget.model_validate({"repository": repository, "modelName": name})
+    return TritonTarget.model_validate({"repository": repository, "modelName": name, "precision": "int8-static"})
 
 
 def test_s3_repository_gets_versions_config_and_record(s3, digits_result):
@@ -267,15 +269,19 @@ def test_run_publishes_and_publish_command_adds_a_version(triton, digits_data, t
     from conftest import digits_example
     from modelfleet.cli import main
 
-    changes = {"benchmark": {"runs": 10, "warmupRuns": 2}, "targets": {"edge": [], "triton": {
-        "repository": f"file://{triton.repository}", "modelName": "digits-cli", "serverUrl": triton.url,
-        "verification": {"latencyRequests": 10}}}}
+    # precision auto (the default) between fp32 and int8-static. Not int8-dynamic: it quantizes activations
+    # with a scale taken from each batch, so Triton's outputs (other batches) differ from the smoke outputs.
+    changes = {"benchmark": {"runs": 10, "warmupRuns": 2}, "compression": {"precisions": ["int8-static"]},
+               "targets": {"edge": [], "triton": {
+                   "repository": f"file://{triton.repository}", "modelName": "digits-cli", "serverUrl": triton.url,
+                   "verification": {"latencyRequests": 10}}}}
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump(digits_example(digits_data, changes)))
     out = tmp_path / "out"
     assert main(["run", "-q", "-f", str(manifest), "-o", str(out)]) == 0
+    (choice,) = json.loads((out / "result.json").read_text())["choices"]
     publication = json.loads((out / "triton-publication.json").read_text())
-    assert (publication["state"], publication["version"], publication["artifact"]) == ("Served", 1, "onnx-int8-static")
+    assert (publication["state"], publication["version"], publication["artifact"]) == ("Served", 1, choice["chosen"])
 
     assert main(["publish", "triton", "-q", "-f", str(manifest), "-r", str(out)]) == 0
     assert json.loads((out / "triton-publication.json").read_text())["servedVersions"] == [1, 2]

@@ -147,7 +147,6 @@ def _run(args) -> int:
 
 def _publish_triton(args) -> int:
     from modelfleet.errors import InvalidManifest
-    from modelfleet.gate import evaluate_slo
     from modelfleet.manifest import load_manifest
 
     model = load_manifest(args.filename)
@@ -157,9 +156,9 @@ def _publish_triton(args) -> int:
     overrides = {k: v for k, v in (("repository", args.repository), ("serverUrl", args.server_url)) if v}
     target = type(target).model_validate(target.model_dump(by_alias=True) | overrides)
     with _workdir(args.result) as result_dir:
-        result = _read_result(args.result, result_dir, target)
         # The manifest's SLOs, not the ones result.json was judged by: changing the SLOs does not recompress.
-        verdict = evaluate_slo(result.artifacts, result.failures, model.spec.slo)
+        result = _read_result(args.result, result_dir, model.spec, target)
+        verdict = result.verdict
         if not verdict.passed:
             raise SLONotMet(f"{args.result}/result.json: the artifacts miss the SLOs ("
                             f"{'; '.join(v.message for v in verdict.violations)}); not publishing")
@@ -167,11 +166,13 @@ def _publish_triton(args) -> int:
     return 0
 
 
-def _read_result(location: Path | str, directory: Path, target):
-    """The result manifest; for s3://, downloaded with the files publishing needs into `directory`."""
+def _read_result(location: Path | str, directory: Path, spec, target):
+    """The result manifest, its choices and verdict made under `spec`'s SLOs; for s3://, downloaded with the
+    files publishing needs into `directory`."""
     from pydantic import ValidationError
 
     from modelfleet.api.result import ResultManifest
+    from modelfleet.domain.choice import rejudged, triton_artifact
     from modelfleet.errors import InvalidManifest, PermanentError
     from modelfleet.manifest import format_validation_error
     from modelfleet.pipeline.run import RESULT_FILE
@@ -185,13 +186,14 @@ def _read_result(location: Path | str, directory: Path, target):
     if text is None:
         raise InvalidManifest(f"{location}/{RESULT_FILE}: no result manifest (run `modelfleet run` first)")
     try:
-        result = ResultManifest.model_validate_json(text)
+        result = rejudged(ResultManifest.model_validate_json(text), spec)
     except ValidationError as e:
         raise InvalidManifest(f"{location}/{RESULT_FILE}: invalid result manifest:\n{format_validation_error(e)}",
                               reason="InvalidResult") from e
     if isinstance(location, str):
         prefix = s3.parse(location)
-        wanted = [a for a in result.artifacts if a.name == f"onnx-{target.precision}"]  # what publishing reads
+        published = triton_artifact(result, target.precision)
+        wanted = [a for a in result.artifacts if a.name == published]  # what publishing reads
         for relative in [f for a in wanted for f in (*a.files, a.smoke) if f]:
             s3.download(prefix.child(relative), confined(directory, relative, f"{location}/{RESULT_FILE}"),
                         permanent=PermanentError, missing_reason="ArtifactMissing")

@@ -22,6 +22,7 @@ from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain import feasibility
 from modelfleet.domain.lifecycle import FINALIZER, unhonoured_retry, with_finalizer, without_finalizer
+from modelfleet.domain.choice import summary
 from modelfleet.domain.plan import (
     COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, model_root_uri, result_uri, stage_hashes, worker_job,
 )
@@ -235,6 +236,8 @@ def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision
     if decision.artifacts is not None:
         patch["artifacts"] = [a.model_dump(mode="json", by_alias=True) for a in decision.artifacts]
         patch["evaluation"] = decision.evaluation.model_dump(mode="json", by_alias=True, exclude_none=True)
+        patch["choices"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in decision.choices]
+        patch["chosen"] = summary(decision.choices)
     current, version = body.get("status") or {}, None
     if any(current.get(key) != value for key, value in patch.items()):
         version = cluster.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)

@@ -39,6 +39,8 @@ _PRINTER_COLUMNS = [
         "jsonPath": ".status.evaluation.int8SizeBytes",
         "description": "Size of the int8 artifact in bytes.",
     },
+    {"name": "Chosen", "type": "string", "jsonPath": ".status.chosen",
+     "description": "The artifact each target ships."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -22,6 +22,7 @@ from modelfleet.api.compressedmodel import (
     Source,
     SourceFormat,
     TensorSpec,
+    TritonPrecision,
     TritonTarget,
     SLO,
 )
@@ -30,9 +31,11 @@ from modelfleet.api.result import (
     ArtifactResult,
     BaselineResult,
     LatencyResult,
+    LostCandidate,
     ResultManifest,
     SLOVerdict,
     SLOViolation,
+    TargetChoice,
     TargetFailure,
 )
 
@@ -55,13 +58,16 @@ __all__ = [
     "EdgeTarget",
     "Evaluation",
     "LatencyResult",
+    "LostCandidate",
     "Precision",
     "ResultManifest",
     "SLOVerdict",
     "SLOViolation",
     "Source",
     "SourceFormat",
+    "TargetChoice",
     "TargetFailure",
     "TensorSpec",
+    "TritonPrecision",
     "TritonTarget",
 ]

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from modelfleet.api.base import WireModel
 from modelfleet.api.paths import (INPUT_SCHEMES, INPUT_URI_PATTERN, REPOSITORY_SCHEMES, REPOSITORY_URI_PATTERN,
                                   uri_problem)
+from modelfleet.api.result import TargetChoice
 
 GROUP = "modelfleet.io"
 VERSION = "v1alpha1"
@@ -65,6 +66,19 @@ class Precision(str, Enum):
 class EdgeRuntime(str, Enum):
     ncnn = "ncnn"
     tflite = "tflite"
+
+
+AUTO = "auto"
+# What `targets.triton.precision` takes: auto (the fastest built ONNX variant that meets the SLOs) or one variant.
+TritonPrecision = Enum("TritonPrecision", {"auto": AUTO, **{p.name: p.value for p in Precision}}, type=str)
+# The precisions each edge runtime builds. `auto` builds every one of them and ships the fastest that meets the
+# SLOs; a new precision added here becomes a candidate (the CRD rule and the validator follow this table).
+EDGE_PRECISIONS: dict[EdgeRuntime, tuple[str, ...]] = {
+    EdgeRuntime.ncnn: ("fp32", "fp16", "int8"),
+    EdgeRuntime.tflite: ("fp32", "int8"),
+}
+EDGE_PRECISION_RULE = "edge precision must be auto or one its runtime builds: " + "; ".join(
+    f"{runtime.value} {', '.join(precisions)}" for runtime, precisions in EDGE_PRECISIONS.items())
 
 
 class CalibrationMethod(str, Enum):
@@ -145,7 +159,8 @@ class DataRef(WireModel):
 
     uri: InputURI = Field(
         description="URI of an .npz file holding an `inputs` array (samples along the first axis) and an integer "
-                    "`labels` array: file://, https://, s3:// or pvc://<claim>/<path>.",
+                    "`labels` array (needed for evaluation with metric top1 only): file://, https://, s3:// or "
+                    "pvc://<claim>/<path>.",
     )
 
 
@@ -153,8 +168,14 @@ class Dataset(WireModel):
     """Real data used to calibrate quantization and to measure accuracy."""
 
     calibration: DataRef = Field(description="Samples fed through the model to calibrate static quantization ranges.")
-    evaluation: DataRef = Field(description="Held-out labelled samples on which every artifact's accuracy is measured.")
-    metric: Literal["top1"] = Field(default="top1", description="Accuracy metric: top-1 classification accuracy.")
+    evaluation: DataRef = Field(description="Held-out samples on which every artifact is measured.")
+    metric: Literal["top1", "fidelity"] = Field(
+        default="top1",
+        description="How artifacts are judged: top1, top-1 classification accuracy against the evaluation labels "
+                    "(slo.maxAccuracyDropPoints); fidelity, no labels needed, cosine similarity and signal-to-noise "
+                    "ratio of each sample's outputs against the fp32 baseline's (slo.minFidelityCosine, "
+                    "slo.minFidelitySnrDb), for any model with float outputs.",
+    )
 
 
 class Compression(WireModel):
@@ -223,7 +244,12 @@ class TritonTarget(WireModel):
                     "(endpoint and credentials from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).",
     )
     model_name: str = Field(pattern=DNS_LABEL_PATTERN, description="Model name inside the repository.")
-    precision: Precision = Field(default=Precision.int8_static, description="Which ONNX variant to publish.")
+    precision: TritonPrecision = Field(
+        default=TritonPrecision.auto,
+        description="Which ONNX artifact to publish: auto (default) publishes the one with the lowest measured p95 "
+                    "among the fp32 baseline and compression.precisions that meet the SLOs (ties: the smaller); "
+                    "fp32 or one of compression.precisions publishes that one.",
+    )
     server_url: str | None = Field(
         default=None,
         pattern=r"^https?://.+",
@@ -261,17 +287,25 @@ class TritonTarget(WireModel):
 class EdgeTarget(WireModel):
     """A bundle for edge devices, built for one on-device runtime."""
 
-    # Mirrors Targets._unique_edge_names' runtime check; precision is always set by the CRD default.
+    # Mirrors Targets._unique_edge_names' precision check; precision is always set by the CRD default.
     model_config = WireModel.model_config | {
-        "json_schema_extra": _cel("self.runtime != 'tflite' || self.precision == 'fp32'", "tflite supports precision fp32 only")
+        "json_schema_extra": _cel(
+            f"self.precision == '{AUTO}' || "
+            + " || ".join(f"(self.runtime == '{runtime.value}' && self.precision in {list(precisions)})"
+                          for runtime, precisions in EDGE_PRECISIONS.items()),
+            EDGE_PRECISION_RULE,
+        )
     }
 
     # max_length repeats the pattern's limit so the API server can bound the cost of the uniqueness rule.
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Name of this target, unique within the resource.")
     runtime: EdgeRuntime = Field(description="On-device runtime: ncnn (converted through pnnx) or tflite (LiteRT).")
-    precision: Literal["fp32", "fp16"] = Field(
-        default="fp32",
-        description="Weight storage precision. ncnn supports fp32 and fp16; tflite supports fp32.",
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        default=AUTO,
+        description="Weight storage precision. auto (default) builds every precision the runtime supports and ships "
+                    "the one with the lowest measured p95 that meets the SLOs (ties: the smaller). ncnn builds fp32, "
+                    "fp16 and int8 (ncnn2table's calibration on dataset.calibration, then ncnn2int8); tflite builds "
+                    "fp32 and int8 (full-integer, ai-edge-quantizer calibrated on dataset.calibration).",
     )
     device_selector: dict[str, str] = Field(
         default_factory=dict,
@@ -297,8 +331,8 @@ class Targets(WireModel):
         if dupes:
             raise ValueError(f"edge target names must be unique, repeated: {', '.join(dupes)}")
         for t in self.edge:
-            if t.runtime == EdgeRuntime.tflite and t.precision != "fp32":
-                raise ValueError(f"edge target {t.name!r}: tflite supports precision fp32 only")
+            if t.precision != AUTO and t.precision not in EDGE_PRECISIONS[t.runtime]:
+                raise ValueError(f"edge target {t.name!r}: {EDGE_PRECISION_RULE}, not {t.precision!r}")
         return self
 
 
@@ -315,7 +349,18 @@ class SLO(WireModel):
     """What a compressed artifact must meet before it ships."""
 
     max_accuracy_drop_points: float = Field(
-        default=1.0, ge=0, le=100, description="Largest allowed accuracy loss versus the fp32 baseline, in percentage points."
+        default=1.0, ge=0, le=100,
+        description="Largest allowed accuracy loss versus the fp32 baseline, in percentage points (metric top1).",
+    )
+    min_fidelity_cosine: float = Field(
+        default=0.99, ge=-1, le=1,
+        description="Smallest allowed mean cosine similarity of an artifact's outputs with the fp32 baseline's over "
+                    "the evaluation samples (metric fidelity).",
+    )
+    min_fidelity_snr_db: float | None = Field(
+        default=None, ge=-200, le=200,
+        description="Smallest allowed mean signal-to-noise ratio, in dB, of an artifact's outputs against the fp32 "
+                    "baseline's over the evaluation samples (metric fidelity); unset, not checked.",
     )
     latency_p95_ms: LatencyBudget = Field(default_factory=LatencyBudget, description="p95 latency limits per runtime.")
     max_size_bytes: int | None = Field(default=None, ge=1, description="Largest allowed artifact size in bytes.")
@@ -365,10 +410,10 @@ class CompressedModelSpec(WireModel):
     # ['int8-static'] is the default of compression.precisions.
     model_config = WireModel.model_config | {
         "json_schema_extra": _cel(
-            "!has(self.targets) || !has(self.targets.triton) || self.targets.triton.precision == 'fp32'"
+            "!has(self.targets) || !has(self.targets.triton) || self.targets.triton.precision in ['auto', 'fp32']"
             " || self.targets.triton.precision in"
             " (has(self.compression) && has(self.compression.precisions) ? self.compression.precisions : ['int8-static'])",
-            "targets.triton.precision must be fp32 or one of compression.precisions",
+            "targets.triton.precision must be auto, fp32 or one of compression.precisions",
         )
     }
 
@@ -386,10 +431,11 @@ class CompressedModelSpec(WireModel):
     @model_validator(mode="after")
     def _triton_precision_is_built(self) -> "CompressedModelSpec":
         triton = self.targets.triton
-        if triton and triton.precision != Precision.fp32 and triton.precision not in self.compression.precisions:
+        built = [AUTO, Precision.fp32, *self.compression.precisions]
+        if triton and triton.precision not in built:
             raise ValueError(
                 f"targets.triton.precision {triton.precision!r} must be one of compression.precisions "
-                f"{list(self.compression.precisions)} (or fp32)"
+                f"{list(self.compression.precisions)} (or auto, fp32)"
             )
         return self
 
@@ -417,11 +463,16 @@ class Artifact(WireModel):
 
 
 class ArtifactEvaluation(WireModel):
-    """Accuracy and latency of one artifact."""
+    """Quality and latency of one artifact."""
 
     name: str = Field(description="Artifact name.")
-    accuracy: float = Field(description="Top-1 accuracy on the evaluation set, in percent.")
-    accuracy_drop_points: float = Field(description="Baseline accuracy minus this accuracy, in percentage points.")
+    accuracy: float | None = Field(default=None, description="Top-1 accuracy on the evaluation set, in percent (metric top1).")
+    accuracy_drop_points: float | None = Field(
+        default=None, description="Baseline accuracy minus this accuracy, in percentage points (metric top1).")
+    fidelity_cosine: float | None = Field(
+        default=None, description="Mean cosine similarity of the outputs with the fp32 baseline's.")
+    fidelity_snr_db: float | None = Field(
+        default=None, description="Mean signal-to-noise ratio of the outputs against the fp32 baseline's, in dB.")
     latency_p50_ms: float = Field(description="Median latency in milliseconds.")
     latency_p95_ms: float = Field(description="95th percentile latency in milliseconds.")
 
@@ -429,7 +480,8 @@ class ArtifactEvaluation(WireModel):
 class Evaluation(WireModel):
     """Baseline versus compressed figures."""
 
-    baseline_accuracy: float = Field(description="Top-1 accuracy of the fp32 ONNX baseline, in percent.")
+    baseline_accuracy: float | None = Field(
+        default=None, description="Top-1 accuracy of the fp32 ONNX baseline, in percent (metric top1).")
     artifacts: list[ArtifactEvaluation] = Field(default_factory=list, description="Figures per artifact.")
     int8_accuracy_drop_points: float | None = Field(default=None, description="Accuracy drop of the int8 artifact, for the printer column.")
     int8_size_bytes: int | None = Field(default=None, description="Size of the int8 artifact, for the printer column.")
@@ -442,6 +494,12 @@ class CompressedModelStatus(WireModel):
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions, one per type.")
     artifacts: list[Artifact] = Field(default_factory=list, description="Artifacts of the observed generation.")
     evaluation: Evaluation | None = Field(default=None, description="Accuracy and latency figures.")
+    chosen: str | None = Field(
+        default=None,
+        description="The artifact each target ships, in one line: `triton=onnx-fp32 phones=ncnn-fp16-phones`.",
+    )
+    choices: list[TargetChoice] = Field(
+        default_factory=list, description="Per target, the artifact it ships and why each other candidate lost.")
     spec_hashes: dict[str, str] = Field(
         default_factory=dict,
         description="Per stage (compress, publish), the hash of the spec parts that stage depends on, as the "

@@ -37,6 +37,22 @@ class AgreementResult(WireModel):
     max_abs_diff: float = Field(description="Largest absolute difference of any output value.")
 
 
+class FidelityResult(WireModel):
+    """How closely an artifact's outputs follow the fp32 baseline's on the evaluation inputs (no labels needed).
+
+    Each sample's output is compared as one vector; identical outputs count as 200 dB, a sample with NaN or
+    infinite values as cosine -1 and -200 dB.
+    """
+
+    cosine: float = Field(description="Mean over the samples of the cosine similarity with the baseline's output.")
+    snr_db: float = Field(description="Mean over the samples of the signal-to-noise ratio in dB: the baseline "
+                                      "output's energy over the energy of the difference.")
+    min_cosine: float = Field(description="Cosine similarity of the worst sample.")
+    min_cosine_sample: int = Field(description="Index, in the evaluation set, of the sample with the lowest cosine.")
+    min_snr_db: float = Field(description="Signal-to-noise ratio of the worst sample, in dB.")
+    min_snr_sample: int = Field(description="Index, in the evaluation set, of the sample with the lowest SNR.")
+
+
 class TensorSignature(WireModel):
     """One input or output tensor of an ONNX artifact, as its graph declares it."""
 
@@ -65,9 +81,14 @@ class ArtifactResult(WireModel):
     files: list[ResultPath] = Field(min_length=1, description="Files of the artifact, relative to the result directory.")
     sha256: str = Field(description="sha256 of the artifact (for several files: of their sorted name/digest list).")
     size_bytes: int = Field(description="Total size of the artifact's files, in bytes.")
-    accuracy: float = Field(description="Top-1 accuracy on the evaluation set, in percent.")
-    accuracy_drop_points: float = Field(description="Baseline accuracy minus this accuracy, in percentage points.")
+    accuracy: float | None = Field(
+        default=None, description="Top-1 accuracy on the evaluation set, in percent (metric top1 only).")
+    accuracy_drop_points: float | None = Field(
+        default=None, description="Baseline accuracy minus this accuracy, in percentage points (metric top1 only).")
     agreement: AgreementResult = Field(description="Agreement with the fp32 reference.")
+    fidelity: FidelityResult | None = Field(
+        default=None, description="Closeness of the outputs to the fp32 reference's, per sample (absent in results "
+                                  "written before modelfleet measured it).")
     latency: LatencyResult = Field(description="Measured latency.")
     signature: ModelSignature | None = Field(default=None, description="Inputs and outputs, for ONNX artifacts.")
     smoke: ResultPath | None = Field(
@@ -75,20 +96,57 @@ class ArtifactResult(WireModel):
         description="npz file (relative to the result directory) with reference inputs and this artifact's own "
                     "outputs for them, used to verify a deployment; ONNX artifacts only.",
     )
+    speedup_vs_fp32: float | None = Field(
+        default=None,
+        description="p95 of the fp32 artifact in the same runtime (the ONNX baseline for ONNX variants, the same "
+                    "edge target's fp32 for edge artifacts) divided by this one's; below 1 it is slower than fp32. "
+                    "Absent when no fp32 was built in that runtime (an edge target with an explicit precision).",
+    )
+    slower_than_fp32: bool = Field(default=False, description="True when speedupVsFp32 is below 1.")
+    fraction_quantized: float | None = Field(
+        default=None,
+        description="Quantized ONNX variants: the share of weight elements stored as int8, from 0 to 1.",
+    )
+    notes: list[str] = Field(default_factory=list, description="What a reader should know about this artifact, "
+                                                                "such as that it is slower than fp32.")
+
+
+class LostCandidate(WireModel):
+    """A candidate a target did not get, and why."""
+
+    artifact: str = Field(description="Artifact name.")
+    reason: str = Field(description="Why it lost, such as `slower than fp32 (1.34x)` or `drop 1.80 pt > 1.0`.")
+
+
+class TargetChoice(WireModel):
+    """The artifact one target ships."""
+
+    target: str = Field(description="`triton`, or the edge target's name.")
+    runtime: str = Field(description="Runtime of the target's candidates.")
+    mode: Literal["auto", "requested"] = Field(
+        description="auto: chosen on the measured figures; requested: the spec names the precision.")
+    chosen: str | None = Field(default=None, description="The artifact the target ships; absent when none qualifies.")
+    losers: list[LostCandidate] = Field(default_factory=list, description="Every other candidate, with why it lost.")
 
 
 class BaselineResult(WireModel):
     """The fp32 reference every artifact is compared with."""
 
-    artifact: str = Field(description="Name of the baseline artifact.")
-    accuracy: float = Field(description="Top-1 accuracy of the fp32 ONNX model in onnxruntime, in percent.")
+    artifact: str = Field(description="Name of the baseline artifact, or `source` when the ONNX export failed "
+                                      "and the torch source, run in torch, is the reference.")
+    metric: Literal["top1", "fidelity"] = Field(
+        default="top1", description="The quality metric the artifacts are judged by (spec.dataset.metric).")
+    accuracy: float | None = Field(
+        default=None, description="Top-1 accuracy of the reference, in percent (metric top1 only).")
+    opset: int | None = Field(default=None, description="ONNX opset of the fp32 baseline graph every ONNX variant "
+                                                        "is built from.")
     evaluated_samples: int = Field(description="Number of evaluation samples.")
 
 
 class TargetFailure(WireModel):
     """A variant or target that could not be produced; the others still complete."""
 
-    target: str = Field(description="The variant or edge target that failed, such as onnx-fp16 or ncnn/phones.")
+    target: str = Field(description="The artifact that failed, such as onnx-fp16 or ncnn-fp16-phones.")
     stage: str = Field(description="Pipeline stage that failed: quantize, convert, evaluate or benchmark.")
     reason: str = Field(description="CamelCase reason, such as UnsupportedOperator.")
     message: str = Field(description="What went wrong, for people.")
@@ -99,7 +157,7 @@ class SLOViolation(WireModel):
     """One SLO an artifact missed."""
 
     artifact: str = Field(description="Artifact or target name.")
-    slo: str = Field(description="Which SLO: accuracyDrop, latencyP95, size or target.")
+    slo: str = Field(description="Which SLO: accuracyDrop, fidelityCosine, fidelitySnr, latencyP95, size or target.")
     limit: float | None = Field(default=None, description="The SLO's limit.")
     measured: float | None = Field(default=None, description="What was measured.")
     message: str = Field(description="Explanation for people.")
@@ -118,6 +176,8 @@ class SourceResult(WireModel):
     uri: str = Field(description="Source URI.")
     format: str = Field(description="Source format.")
     sha256: str = Field(description="sha256 of the fetched source.")
+    opset: int | None = Field(default=None, description="ONNX opset of an ONNX source as supplied; one below "
+                                                        "compression.opset is converted to it.")
 
 
 class ResultManifest(WireModel):
@@ -132,4 +192,9 @@ class ResultManifest(WireModel):
     artifacts: list[ArtifactResult] = Field(description="Every artifact produced, baseline first.")
     failures: list[TargetFailure] = Field(default_factory=list, description="Variants or targets that failed.")
     verdict: SLOVerdict = Field(description="The SLO verdict over the candidate artifacts.")
+    notes: list[str] = Field(default_factory=list, description="What the pipeline changed or worked around, for "
+                                                               "people: `source opset 11 -> 17`, a fall-back.")
+    choices: list[TargetChoice] = Field(default_factory=list, description="The artifact each target ships.")
+    tradeoff: ResultPath | None = Field(
+        default=None, description="Picture of accuracy drop against p95 per runtime, the choices marked.")
     duration_seconds: float = Field(description="Wall time of the pipeline.")

@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from modelfleet.api.compressedmodel import API_VERSION, CompressedModel
+from modelfleet.api.compressedmodel import API_VERSION, AUTO, CompressedModel
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelfleet"}
 RETRY_ANNOTATION = "modelfleet.io/retry"
@@ -50,13 +50,17 @@ def stage_hashes(model: CompressedModel) -> dict[str, str]:
     the source, the data, the compression, the edge targets and the benchmark settings. Changing the
     SLOs, the worker's resources, TTL or deadline, or artifactPolicy does not recompress. The publish
     digest adds the Triton target (verification included) and its latency SLO: changing what is published
-    re-publishes the same artifacts.
+    re-publishes the same artifacts. With precision auto it adds the SLOs the choice reads too (all but the
+    edge runtimes' latency budgets), since they decide which artifact is published.
     """
     spec = model.spec.model_dump(mode="json", by_alias=True)
     compress = _digest({**{k: spec[k] for k in ("source", "dataset", "compression", "benchmark")},
                         "edge": spec["targets"]["edge"]})
-    publish = _digest({"compress": compress, "triton": spec["targets"]["triton"],
-                       "latencySLO": spec["slo"]["latencyP95Ms"]["triton"]})
+    triton = spec["targets"]["triton"]
+    publish_inputs = {"compress": compress, "triton": triton, "latencySLO": spec["slo"]["latencyP95Ms"]["triton"]}
+    if triton and triton["precision"] == AUTO:
+        publish_inputs["choiceSLO"] = {**spec["slo"], "latencyP95Ms": spec["slo"]["latencyP95Ms"]["onnxruntime"]}
+    publish = _digest(publish_inputs)
     return {COMPRESS: compress, PUBLISH: publish}
 
 

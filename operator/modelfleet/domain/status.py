@@ -18,9 +18,9 @@ from modelfleet.api.compressedmodel import (
     Evaluation,
 )
 from modelfleet.api.publication import TritonPublication
-from modelfleet.api.result import ResultManifest
+from modelfleet.api.result import ResultManifest, TargetChoice
+from modelfleet.domain.choice import rejudged, summary
 from modelfleet.domain.plan import COMPRESS, PUBLISH
-from modelfleet.gate import evaluate_slo
 
 INT8_PREFERENCE = ["onnx-int8-static", "onnx-int8-dynamic"]
 IN_PROGRESS = {"Compressing", "AwaitingResult", "Publishing", "AwaitingGate", "AwaitingPreviousPublish"}
@@ -102,6 +102,7 @@ class Decision:
     create: list[str] = field(default_factory=list)  # stages whose Job must exist
     artifacts: list[Artifact] | None = None  # None: keep what status has
     evaluation: Evaluation | None = None
+    choices: list[TargetChoice] | None = None  # per target, what it ships; set with artifacts
     attempt: str | None = None  # the retry value the created Jobs are for (None: a stage's first Job)
 
 
@@ -134,12 +135,16 @@ def decide(model: CompressedModel, problems: list[tuple[str, str]], observed: Ob
                              f"{result.duration_seconds:.0f} s"))
     decision.artifacts = [_artifact(a, result_uri) for a in result.artifacts]
     decision.evaluation = _evaluation(result)
-    verdict = evaluate_slo(result.artifacts, result.failures, model.spec.slo)
+    # Judged under the current spec: changing the SLOs or a target's precision does not recompress.
+    result = rejudged(result, model.spec)
+    decision.choices = result.choices
+    verdict = result.verdict
     if not verdict.passed:
         message = "; ".join(v.message for v in verdict.violations)
         conditions.append(Wanted("SLOMet", "False", "SLONotMet", message))
         return _ready(decision, has_triton, "SLONotMet", message)
-    conditions.append(Wanted("SLOMet", "True", "SLOMet", "every candidate artifact meets the SLOs"))
+    shipped = f"; ships {summary(result.choices)}" if result.choices else ""
+    conditions.append(Wanted("SLOMet", "True", "SLOMet", f"every candidate artifact meets the SLOs{shipped}"))
     if not has_triton:
         return _ready(decision, False, "Ready", "")
 
@@ -207,6 +212,8 @@ def _evaluation(result: ResultManifest) -> Evaluation:
     return Evaluation(
         baseline_accuracy=result.baseline.accuracy,
         artifacts=[ArtifactEvaluation(name=a.name, accuracy=a.accuracy, accuracy_drop_points=a.accuracy_drop_points,
+                                      fidelity_cosine=a.fidelity and a.fidelity.cosine,
+                                      fidelity_snr_db=a.fidelity and a.fidelity.snr_db,
                                       latency_p50_ms=round(a.latency.p50_ms, 4), latency_p95_ms=round(a.latency.p95_ms, 4))
                    for a in result.artifacts],
         int8_accuracy_drop_points=int8.accuracy_drop_points if int8 else None,

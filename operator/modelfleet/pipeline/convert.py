@@ -1,10 +1,11 @@
-"""Edge conversions: ncnn through pnnx, TFLite through litert-torch (torch sources) or onnx2tf (ONNX sources).
+"""Edge conversions: ncnn through pnnx, TFLite through litert-torch (torch sources) or onnx2tf (ONNX sources),
+and their int8 variants: ncnn's own calibration and conversion tools, ai-edge-quantizer for TFLite.
 
 Converters print a lot; their output goes to a log file next to the work directory and
 only its tail reaches an error message.
 
 onnx2tf pins its own TensorFlow, numpy and onnx, so it lives in a venv of its own (made by
-hack/onnx2tf-venv.sh) and runs as a subprocess.
+hack/onnx2tf-venv.sh) and runs as a subprocess. ncnn's int8 tools are C++ that hack/ncnn-tools.sh builds.
 """
 
 import os
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from modelfleet.api.compressedmodel import SourceFormat, TensorSpec
 from modelfleet.errors import UnsupportedModel, first_line
@@ -26,16 +29,23 @@ ONNX2TF_VERSION = "1.29.24"  # the version hack/onnx2tf-venv.sh installs
 ONNX2TF_ENV = "MODELFLEET_ONNX2TF"  # path of an onnx2tf executable, overriding the default venv
 _ONNX2TF_TIMEOUT_S = 1200  # it runs every operator in onnxruntime and TensorFlow to check layouts
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # onnx2tf colours its log lines unconditionally
+NCNN_TOOLS_RELEASE = "20260526"  # the release hack/ncnn-tools.sh builds, the same as the ncnn wheel's
+NCNN_TOOLS_ENV = "MODELFLEET_NCNN_TOOLS"  # directory holding ncnn2table and ncnn2int8, overriding the default
+_NCNN_TOOL_TIMEOUT_S = 1800  # ncnn2table runs every calibration sample through the model, single-threaded
+_NCNN_QUANTIZED_LAYERS = ("Convolution", "ConvolutionDepthWise", "InnerProduct")  # what ncnn2table calibrates
 
 
 def to_ncnn(onnx_fp32: Path, input_spec: TensorSpec, fp16: bool, workdir: Path) -> tuple[Path, Path]:
     """Convert the fp32 ONNX model with pnnx; returns (param, bin). Unknown layers name the operator."""
     workdir.mkdir(parents=True, exist_ok=True)
-    model = workdir / "model.onnx"
+    # pnnx tells ONNX from TorchScript (what it gets when a torch source's ONNX export failed) by the suffix.
+    model = workdir / ("model.onnx" if onnx_fp32.suffix == ".onnx" else "model.pt")
     model.write_bytes(onnx_fp32.read_bytes())
     shape = ",".join(str(d) for d in sample_input(input_spec).shape)
     dtype = {"float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32", "uint8": "u8"}[input_spec.dtype]
-    cmd = [_pnnx_binary(), model.name, f"inputshape=[{shape}]{dtype}", f"fp16={int(fp16)}"]
+    # A traced TorchScript carries the shapes it was traced with, and pnnx refuses any other inputshape.
+    inputshape = [f"inputshape=[{shape}]{dtype}"] if model.suffix == ".onnx" else []
+    cmd = [_pnnx_binary(), model.name, *inputshape, f"fp16={int(fp16)}"]
     log = workdir / "pnnx.log"
     with open(log, "wb") as out:
         done = subprocess.run(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, timeout=_PNNX_TIMEOUT_S)
@@ -57,6 +67,88 @@ def unsupported_ncnn_layers(param: Path) -> list[str]:
     lines = param.read_text().splitlines()[2:]  # magic number, then layer/blob counts
     types = sorted({line.split()[0] for line in lines if line.strip()})
     return [t for t in types if ncnn.layer_to_index(t) < 0]
+
+
+def to_ncnn_int8(param: Path, weights: Path, calibration: np.ndarray, workdir: Path) -> tuple[Path, Path]:
+    """Quantize an fp32 ncnn model to int8 with ncnn's own tools; returns (param, bin).
+
+    ncnn2table runs the calibration samples (one .npy file each, the layout ncnn.Mat takes) through
+    the model and writes per-channel weight scales and activation scales for every Convolution,
+    ConvolutionDepthWise and InnerProduct; ncnn2int8 rewrites those layers in int8. Activation ranges come
+    from ACIQ: KL divergence clips a sparse input (mostly zeros, as images with a blank background are) to
+    a sliver of its range (digits: 0.06 of 1.0, 10% accuracy left); ACIQ keeps the digits CNN's accuracy.
+    """
+    tools = _ncnn_tools()
+    workdir.mkdir(parents=True, exist_ok=True)
+    samples = workdir / "calibration"
+    samples.mkdir(exist_ok=True)
+    for i, sample in enumerate(calibration):
+        np.save(samples / f"{i}.npy", np.ascontiguousarray(sample, dtype=np.float32))
+    # Relative paths: ncnn2table reads at most 255 characters per list line.
+    (workdir / "calibration.txt").write_text("".join(f"calibration/{i}.npy\n" for i in range(len(calibration))))
+    shape = ",".join(str(d) for d in reversed(calibration.shape[1:]))  # ncnn names dimensions w, h, c
+    log = workdir / "ncnn-int8.log"
+    _run_ncnn_tool([tools / "ncnn2table", str(param), str(weights), "calibration.txt", "model.table",
+                    f"shape=[{shape}]", "method=aciq", "type=1"], workdir, log)
+    _check_ncnn_table(workdir / "model.table", param)
+    out_param, out_weights = workdir / "model-int8.ncnn.param", workdir / "model-int8.ncnn.bin"
+    _run_ncnn_tool([tools / "ncnn2int8", str(param), str(weights), out_param.name, out_weights.name, "model.table"],
+                   workdir, log)
+    if not out_param.is_file() or not out_weights.is_file():
+        raise UnsupportedModel(f"ncnn2int8 wrote no model: {tail(log)}", reason="ConversionFailed")
+    return out_param, out_weights
+
+
+def _run_ncnn_tool(cmd: list, workdir: Path, log: Path) -> None:
+    name = Path(cmd[0]).name
+    try:
+        with open(log, "ab") as out:
+            done = subprocess.run([str(c) for c in cmd], cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=_NCNN_TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        raise UnsupportedModel(f"{name} did not finish within {_NCNN_TOOL_TIMEOUT_S} s", reason="ConversionFailed") from e
+    if done.returncode != 0:
+        raise UnsupportedModel(f"{name} failed (exit {done.returncode}): {tail(log)}", reason="ConversionFailed")
+
+
+def _check_ncnn_table(table: Path, param: Path) -> None:
+    """Every layer ncnn2table calibrates needs weight scales and a finite, positive activation scale: an input
+    that is zero on every calibration sample (blank or constant calibration data) gets an infinite one, which
+    ncnn2int8 would write into the model without a word. (An all-zero weight channel's infinite scale is
+    harmless: its int8 outputs are dequantized by 1/scale = 0.)"""
+    layers = [fields[1] for fields in (line.split() for line in param.read_text().splitlines()[2:])
+              if fields and fields[0] in _NCNN_QUANTIZED_LAYERS]
+    scales = {}
+    if table.is_file():
+        for line in table.read_text().splitlines():
+            if line.strip():
+                name, *values = line.split()
+                scales[name] = [float(v) for v in values]
+    for layer in layers:
+        if not scales.get(f"{layer}_param_0"):
+            raise UnsupportedModel(f"ncnn2table wrote no weight scales for layer {layer}", reason="CalibrationFailed")
+        activation = scales.get(layer)
+        if not activation:
+            raise UnsupportedModel(f"ncnn2table wrote no activation scale for layer {layer}", reason="CalibrationFailed")
+        if not all(np.isfinite(v) and v > 0 for v in activation):
+            raise UnsupportedModel(
+                f"ncnn2table found no activation range for layer {layer} (scale {activation[0]}): its input is zero "
+                f"on every calibration sample; calibrate with representative data", reason="CalibrationFailed")
+
+
+def _ncnn_tools() -> Path:
+    configured = os.environ.get(NCNN_TOOLS_ENV)
+    directory = Path(configured) if configured else (
+        Path.home() / ".cache" / "modelfleet" / f"ncnn-tools-{NCNN_TOOLS_RELEASE}" / "bin")
+    missing = [t for t in ("ncnn2table", "ncnn2int8") if not os.access(directory / t, os.X_OK)]
+    if missing:
+        where = f"{NCNN_TOOLS_ENV}={configured}" if configured else str(directory)
+        raise UnsupportedModel(
+            f"ncnn int8 needs ncnn's {' and '.join(missing)} ({NCNN_TOOLS_RELEASE}), not found in {where}: build them "
+            f"with `bash hack/ncnn-tools.sh` (it prints the directory for {NCNN_TOOLS_ENV})",
+            reason="ConverterUnavailable",
+        )
+    return directory
 
 
 def _pnnx_binary() -> str:
@@ -91,6 +183,35 @@ def to_tflite(loaded: LoadedSource, input_spec: TensorSpec, out: Path, log: Path
             litert_torch.convert(module, sample).export(str(out))
     except Exception as e:
         raise UnsupportedModel(f"litert-torch conversion failed: {first_line(e)}; log: {tail(log)}",
+                               reason="ConversionFailed") from e
+
+
+def to_tflite_int8(fp32: Path, calibration: np.ndarray, out: Path, log: Path) -> None:
+    """Full-integer int8 TFLite from the fp32 one: ai-edge-quantizer's static recipe (int8 weights per channel,
+    int8 activations) calibrated on the samples. Input and output become int8 too, with a scale and zero point
+    (TfliteRunner quantizes and dequantizes them)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from modelfleet.pipeline.dataset import batches
+
+    interpreter = Interpreter(model_path=str(fp32))
+    signatures = interpreter.get_signature_list()
+    if len(signatures) != 1 or len(next(iter(signatures.values()))["inputs"]) != 1:
+        raise UnsupportedModel(f"TFLite int8 calibration needs one signature with one input, the model has {signatures}",
+                               reason="ConversionFailed")
+    (key, io), = signatures.items()
+    name = io["inputs"][0]
+    batch = int(interpreter.get_input_details()[0]["shape"][0])  # the converted model's batch is fixed
+    feed = [{name: b} for b, _ in batches(calibration, batch, exact=True)]
+    try:
+        with redirect_fds(log):
+            from ai_edge_quantizer import quantizer, recipe
+
+            quantize = quantizer.Quantizer(str(fp32), recipe.static_wi8_ai8())
+            calibrated = quantize.calibrate({key: feed}, num_threads=os.cpu_count() or 1)
+            quantize.quantize(calibrated).export_model(str(out), overwrite=True)
+    except Exception as e:
+        raise UnsupportedModel(f"ai-edge-quantizer failed: {first_line(e)}; log: {tail(log)}",
                                reason="ConversionFailed") from e
 
 

@@ -1,4 +1,5 @@
-"""Calibration and evaluation data: .npz files with `inputs` and integer `labels`."""
+"""Calibration and evaluation data: .npz files with `inputs` and integer `labels` (evaluation with metric
+top1 only: calibration and metric fidelity need no labels)."""
 
 import math
 import zipfile
@@ -48,11 +49,12 @@ def load_npz(path: Path, uri: str, input_spec: TensorSpec, *, need_labels: bool)
         bad = int(np.count_nonzero(~np.isfinite(inputs)))
         if bad:  # they would reach every output and make accuracy a matter of argmax over NaN
             raise DatasetError(f"{uri}: 'inputs' holds {bad} NaN or infinite values")
+    if not need_labels:  # calibration, and metric fidelity: labels (class indices or not) are not read
+        return LabelledData(inputs, np.zeros(0, dtype=np.int64))
     labels = arrays.get("labels")
     if labels is None:
-        if need_labels:
-            raise DatasetError(f"{uri}: missing the 'labels' array needed to measure accuracy")
-        return LabelledData(inputs, np.zeros(0, dtype=np.int64))
+        raise DatasetError(f"{uri}: missing the 'labels' array that metric top1 needs to measure accuracy "
+                           "(metric fidelity compares with the fp32 baseline's outputs and needs none)")
     if labels.ndim != 1 or len(labels) != len(inputs):
         raise DatasetError(f"{uri}: 'labels' must be one integer per sample ({len(inputs)}), got shape {list(labels.shape)}")
     if not np.issubdtype(labels.dtype, np.integer):

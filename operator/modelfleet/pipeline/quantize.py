@@ -1,11 +1,12 @@
 """ONNX graph optimization and the quantized / half-precision variants."""
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from modelfleet.api.compressedmodel import CalibrationMethod, Compression, Precision
-from modelfleet.errors import UnsupportedModel
+from modelfleet.errors import UnsupportedModel, first_line
 from modelfleet.pipeline.dataset import batches
 
 _CALIBRATION_BATCH = 32  # samples per calibration call when the model's batch dimension is dynamic
@@ -22,17 +23,21 @@ def optimize(src: Path, out: Path) -> None:
 
 
 def make_variant(precision: Precision, fp32: Path, out: Path, compression: Compression,
-                 calibration: np.ndarray, input_name: str, workdir: Path, fixed_batch: int | None) -> None:
+                 calibration: np.ndarray, input_name: str, workdir: Path, fixed_batch: int | None) -> list[str]:
     """Write the ONNX variant for one precision from the optimized fp32 model (`fixed_batch`: the size of
-    its batch dimension when that is fixed, so calibration feeds batches of exactly that size)."""
+    its batch dimension when that is fixed, so calibration feeds batches of exactly that size). Returns
+    notes on what had to be worked around."""
     if precision == Precision.fp16:
         _to_fp16(fp32, out)
-    elif precision == Precision.int8_dynamic:
-        _int8_dynamic(_prepared(fp32, workdir), out, compression.per_channel)
+        return []
+    prepared, notes = _prepared(fp32, workdir)
+    if precision == Precision.int8_dynamic:
+        _int8_dynamic(prepared, out, compression.per_channel)
     elif precision == Precision.int8_static:
-        _int8_static(_prepared(fp32, workdir), out, compression, calibration, input_name, fixed_batch)
+        _int8_static(prepared, out, compression, calibration, input_name, fixed_batch)
     else:
         raise ValueError(f"no ONNX variant for {precision}")
+    return notes
 
 
 def _to_fp16(src: Path, out: Path) -> None:
@@ -44,14 +49,24 @@ def _to_fp16(src: Path, out: Path) -> None:
     onnx.save(model, str(out))
 
 
-def _prepared(src: Path, workdir: Path) -> Path:
-    """onnxruntime's quantization pre-processing (shape inference, fusions), once per run."""
+def _prepared(src: Path, workdir: Path) -> tuple[Path, list[str]]:
+    """onnxruntime's quantization pre-processing (shape inference, fusions), once per run, and a note when
+    its symbolic shape inference failed on the graph and the plain pre-processing (ONNX shape inference
+    only) was used instead: foreign graphs trip it, and quantization does not need it."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = workdir / f"{src.stem}.quant-pre.onnx"
+    prepared = (workdir / f"{src.stem}.quant-pre.onnx").resolve()
+    note = prepared.with_suffix(".note")  # the fall-back's note, for the second variant that reuses the file
     if not prepared.exists():
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-    return prepared
+        try:
+            # A failing symbolic shape inference saves its partial graph into the working directory.
+            with contextlib.chdir(workdir):
+                quant_pre_process(str(src.resolve()), str(prepared), skip_symbolic_shape=False)
+        except Exception as e:
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            note.write_text(f"quantization pre-processing without symbolic shape inference, which failed: "
+                            f"{type(e).__name__}: {first_line(e)}")
+    return prepared, [note.read_text()] if note.exists() else []
 
 
 def _int8_dynamic(src: Path, out: Path, per_channel: bool) -> None:

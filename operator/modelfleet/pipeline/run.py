@@ -12,18 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from modelfleet.api.compressedmodel import CompressedModel, EdgeRuntime, EdgeTarget, Precision
+from modelfleet.api.compressedmodel import CompressedModel, EdgeRuntime, EdgeTarget, Precision, SourceFormat
 from modelfleet.api.result import ArtifactResult, BaselineResult, ResultManifest, SourceResult, TargetFailure
-from modelfleet.errors import InvalidManifest, ModelfleetError, first_line
-from modelfleet.gate import evaluate_slo
-from modelfleet.pipeline import convert, dataset, measure, quantize, source
-from modelfleet.pipeline.signature import SMOKE_FILE, onnx_signature, write_smoke
+from modelfleet.domain.choice import choose_targets, compare_with_fp32, edge_name, edge_precisions, gate
+from modelfleet.errors import InvalidManifest, ModelfleetError, UnsupportedModel, first_line
+from modelfleet.pipeline import convert, dataset, fidelity, measure, quantize, source
+from modelfleet.pipeline.signature import SMOKE_FILE, SMOKE_SAMPLES, onnx_signature, write_smoke
 from modelfleet.pipeline.runtimes import NcnnRunner, OnnxRuntimeRunner, Runner, TfliteRunner
+from modelfleet.pipeline.tradeoff import TRADEOFF_FILE, plot_tradeoff
+from modelfleet.pipeline.weights import fraction_quantized
 from modelfleet.progress import Progress
 from modelfleet.store import atomic_write_text, fetch, sha256_file
 
 RESULT_FILE = "result.json"
 BASELINE = "onnx-fp32"
+SOURCE_REFERENCE = "source"  # the baseline's name when the ONNX export failed and torch runs the source
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Built:
     files: list[Path]
     open_runner: Callable[[int], Runner]
     target: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -71,63 +75,94 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
         source_path = fetch(spec.source.uri, staging / "download", base_dir)
         loaded = source.load(spec.source, source_path)
         progress.step("fetch", f"{spec.source.format} source ok, sha256 {loaded.sha256[:12]}…")
+        metric = spec.dataset.metric
         calibration = dataset.load_npz(fetch(spec.dataset.calibration.uri, staging / "download", base_dir),
                                        spec.dataset.calibration.uri, input_spec, need_labels=False)
         evaluation = dataset.load_npz(fetch(spec.dataset.evaluation.uri, staging / "download", base_dir),
-                                      spec.dataset.evaluation.uri, input_spec, need_labels=True)
+                                      spec.dataset.evaluation.uri, input_spec, need_labels=metric == "top1")
         progress.step("data", f"{len(calibration)} calibration, {len(evaluation)} evaluation samples")
 
-        baseline = _build_baseline(spec, loaded, staging, progress)
-        # Measured before any variant is built: labels that do not fit the model stop the run here.
         settings = measure.BenchmarkSettings(spec.benchmark.threads, spec.benchmark.warmup_runs, spec.benchmark.runs)
-        baseline_result, reference = _measure_baseline(baseline, evaluation, settings, spec.dataset.evaluation.uri,
-                                                       fp32_requested=Precision.fp32 in spec.compression.precisions)
-        progress.step("evaluate", f"{BASELINE}: accuracy {baseline_result.accuracy:.2f}%, "
-                                  f"p95 {baseline_result.latency.p95_ms:.3f} ms")
-        batch = baseline_result.signature.inputs[0].shape[0]
-        fixed_batch = batch if batch > 0 else None
-
         outcome = Outcome()
-        fp32_onnx = baseline.files[0]
-        for precision in dict.fromkeys(spec.compression.precisions):
-            if precision == Precision.fp32:
-                continue
-            progress.step("quantize", f"onnx {precision}")
-            outcome.attempt(f"onnx-{precision}", "quantize",
-                            lambda p=Precision(precision): _build_onnx_variant(p, spec, fp32_onnx, calibration, input_spec,
-                                                                               staging, fixed_batch))
+        notes: list[str] = []
+        results: list[ArtifactResult] = []
+        try:
+            baseline, source_opset = _build_baseline(spec, loaded, staging, progress, notes)
+        except UnsupportedModel as e:
+            if e.reason != source.EXPORT_FAILED:
+                raise
+            # The edge converters read torch (litert-torch) or TorchScript (pnnx) themselves.
+            baseline = source_opset = None
+            outcome.failures += _onnx_failures(spec, e)
+            notes.append(f"no ONNX artifact: {e}; the torch source, run in torch, is the reference")
+            progress.step("export", notes[-1])
+        if baseline:
+            # Measured before any variant is built: labels that do not fit the model stop the run here.
+            baseline_result, reference = _measure_baseline(baseline, evaluation, settings, spec.dataset.evaluation.uri,
+                                                           fp32_requested=Precision.fp32 in spec.compression.precisions)
+            progress.step("evaluate", f"{BASELINE}: {_quality(baseline_result)}, "
+                                      f"p95 {baseline_result.latency.p95_ms:.3f} ms")
+            results.append(baseline_result)
+            baseline_accuracy = baseline_result.accuracy
+            batch = baseline_result.signature.inputs[0].shape[0]
+            fixed_batch = batch if batch > 0 else None
+            pnnx_input = fp32_onnx = baseline.files[0]
+            for precision in dict.fromkeys(spec.compression.precisions):
+                if precision == Precision.fp32:
+                    continue
+                progress.step("quantize", f"onnx {precision}")
+                outcome.attempt(f"onnx-{precision}", "quantize",
+                                lambda p=Precision(precision): _build_onnx_variant(p, spec, fp32_onnx, calibration,
+                                                                                   input_spec, staging, fixed_batch))
+        else:
+            reference, baseline_accuracy = _torch_reference(loaded, input_spec, evaluation, spec)
+            pnnx_input = loaded.path if loaded.format == SourceFormat.torchscript else None
+        edge_calibration = calibration.inputs[: spec.compression.calibration_samples]  # int8 edge artifacts
         for target in spec.targets.edge:
-            progress.step("convert", f"{target.runtime} {target.precision} for edge target {target.name}")
-            outcome.attempt(f"{target.runtime}/{target.name}", "convert",
-                            lambda t=target: _build_edge(t, loaded, fp32_onnx, input_spec, staging, progress))
+            for precision in edge_precisions(target.runtime, target.precision):  # auto: every one, to choose from
+                progress.step("convert", f"{target.runtime} {precision} for edge target {target.name}")
+                outcome.attempt(edge_name(target.runtime, precision, target.name), "convert",
+                                lambda t=target, p=precision: _build_edge(t, p, loaded, pnnx_input, input_spec, staging,
+                                                                          progress, edge_calibration))
 
-        results = [baseline_result]
         for built in outcome.built:
             try:
-                result = _measure(built, evaluation, reference, baseline_result.accuracy, settings)
+                result = _measure(built, evaluation, reference, baseline_accuracy, settings)
             except Exception as e:
                 outcome.failures.append(TargetFailure(target=built.name, stage="evaluate", reason="EvaluationFailed",
                                                       message=f"{type(e).__name__}: {first_line(e)}"))
                 continue
             results.append(result)
-            progress.step("evaluate", f"{built.name}: accuracy {result.accuracy:.2f}% "
-                                      f"(drop {result.accuracy_drop_points:+.2f}), p95 {result.latency.p95_ms:.3f} ms")
+            progress.step("evaluate", f"{built.name}: {_quality(result)}, p95 {result.latency.p95_ms:.3f} ms"
+                                      + "".join(f"; {note}" for note in built.notes))
         for failure in outcome.failures:
             progress.step("failed", f"{failure.target} ({failure.stage}): {failure.message}")
 
-        verdict = evaluate_slo(results, outcome.failures, spec.slo)
+        results = compare_with_fp32(results)
+        choices = choose_targets(results, outcome.failures, spec.targets, spec.slo, spec.dataset.metric)
+        verdict = gate(results, outcome.failures, choices, spec.slo, spec.dataset.metric)
+        for choice in choices:
+            progress.step("choose", f"{choice.target}: {choice.chosen or 'nothing qualifies'}"
+                          + "".join(f"; {lost.artifact}: {lost.reason}" for lost in choice.losers))
         manifest = ResultManifest(
             model_name=model.metadata.name,
             generation=model.metadata.generation,
-            source=SourceResult(uri=spec.source.uri, format=spec.source.format, sha256=loaded.sha256),
-            baseline=BaselineResult(artifact=BASELINE, accuracy=baseline_result.accuracy,
-                                    evaluated_samples=len(evaluation)),
+            source=SourceResult(uri=spec.source.uri, format=spec.source.format, sha256=loaded.sha256,
+                                opset=source_opset),
+            baseline=BaselineResult(artifact=BASELINE if baseline else SOURCE_REFERENCE, metric=metric,
+                                    accuracy=baseline_accuracy, evaluated_samples=len(evaluation),
+                                    opset=_graph_opset(baseline.files[0]) if baseline else None),
             artifacts=results,
             failures=outcome.failures,
             verdict=verdict,
+            notes=notes,
+            choices=choices,
+            tradeoff=TRADEOFF_FILE,
             duration_seconds=round(time.monotonic() - started, 3),
         )
+        plot_tradeoff(manifest, spec.slo, staging / TRADEOFF_FILE)
         _publish(staging, output, [r.name for r in results])
+        (staging / TRADEOFF_FILE).replace(output / TRADEOFF_FILE)
         atomic_write_text(output / RESULT_FILE, manifest.model_dump_json(by_alias=True, exclude_none=True, indent=2))
         progress.step("done", f"{len(results)} artifacts, {len(outcome.failures)} failures, "
                               f"SLO {'met' if verdict.passed else 'missed'} -> {output / RESULT_FILE}")
@@ -136,16 +171,54 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _build_baseline(spec, loaded, staging: Path, progress: Progress) -> Built:
+def _build_baseline(spec, loaded, staging: Path, progress: Progress, notes: list[str]) -> tuple[Built, int | None]:
+    """The optimized fp32 ONNX model, and an ONNX source's own opset; what was converted goes to `notes`."""
     directory = staging / BASELINE
     directory.mkdir()
     exported = staging / "exported.onnx"
-    progress.step("export", f"{spec.source.format} -> ONNX opset {spec.compression.opset}")
-    source.export_onnx(spec.source, loaded, exported, spec.compression.opset, staging / "export.log")
+    opset = spec.compression.opset
+    if loaded.format != SourceFormat.onnx:
+        progress.step("export", f"{spec.source.format} -> ONNX opset {opset}")
+    source_opset = source.export_onnx(spec.source, loaded, exported, opset, staging / "export.log")
+    if source_opset is not None and source_opset < opset:
+        notes.append(f"source opset {source_opset} -> {opset} (onnx version converter)")
+        progress.step("export", notes[-1])
+    elif source_opset is not None:
+        progress.step("export", f"onnx source at opset {source_opset}, kept")
     progress.step("optimize", "onnxslim")
     model = directory / "model.onnx"
     quantize.optimize(exported, model)
-    return Built(BASELINE, "onnxruntime", "fp32", "baseline", [model], lambda threads: OnnxRuntimeRunner(model, threads))
+    return (Built(BASELINE, "onnxruntime", "fp32", "baseline", [model], lambda threads: OnnxRuntimeRunner(model, threads)),
+            source_opset)
+
+
+def _onnx_failures(spec, error: UnsupportedModel) -> list[TargetFailure]:
+    """Every ONNX artifact, and Triton which serves one, fails with the exporter's reason."""
+    names = [BASELINE, *(f"onnx-{p}" for p in dict.fromkeys(spec.compression.precisions) if p != Precision.fp32)]
+    if spec.targets.triton:
+        names.append("triton")
+    return [TargetFailure(target=name, stage="export", reason=error.reason, message=str(error)) for name in names]
+
+
+def _torch_reference(loaded, input_spec, evaluation, spec) -> tuple[np.ndarray, float | None]:
+    """The source's own outputs in torch, and its accuracy (metric top1): the reference without an ONNX baseline."""
+    reference = measure.predict(source.TorchRunner(loaded, input_spec), evaluation.inputs)
+    if spec.dataset.metric != "top1":
+        return reference, None
+    dataset.check_labels_fit(evaluation, spec.dataset.evaluation.uri, reference.shape[1])
+    return reference, round(measure.top1_accuracy(reference, evaluation.labels), 4)
+
+
+def _graph_opset(model: Path) -> int:
+    import onnx
+
+    return source.onnx_opset(onnx.load(str(model), load_external_data=False))
+
+
+def _quality(result: ArtifactResult) -> str:
+    if result.accuracy is None:
+        return f"cosine {result.fidelity.cosine:.6f}, SNR {result.fidelity.snr_db:.1f} dB"
+    return f"accuracy {result.accuracy:.2f}% (drop {result.accuracy_drop_points:+.2f})"
 
 
 def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, input_spec, staging: Path,
@@ -154,53 +227,79 @@ def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, inp
     directory = staging / name
     directory.mkdir()
     model = directory / "model.onnx"
-    quantize.make_variant(precision, fp32, model, spec.compression, calibration.inputs, input_spec.name, staging,
-                          fixed_batch)
+    notes = quantize.make_variant(precision, fp32, model, spec.compression, calibration.inputs, input_spec.name,
+                                  staging, fixed_batch)
     return Built(name, "onnxruntime", precision.value, "candidate", [model],
-                 lambda threads: OnnxRuntimeRunner(model, threads))
+                 lambda threads: OnnxRuntimeRunner(model, threads), notes=notes)
 
 
-def _build_edge(target: EdgeTarget, loaded, fp32: Path, input_spec, staging: Path, progress: Progress) -> Built:
-    name = f"{target.runtime}-{target.precision}-{target.name}"
+def _build_edge(target: EdgeTarget, precision: str, loaded, pnnx_input: Path | None, input_spec, staging: Path,
+                progress: Progress, calibration: np.ndarray) -> Built:
+    """`pnnx_input`: the fp32 ONNX model, or a TorchScript source when its ONNX export failed. int8 is quantized
+    from the fp32 conversion with `calibration`."""
+    name = edge_name(target.runtime, precision, target.name)
     directory = staging / name
     directory.mkdir()
     if target.runtime == EdgeRuntime.ncnn:
-        fp16 = target.precision == "fp16"
-        param, weights = convert.to_ncnn(fp32, input_spec, fp16, staging / f"{name}.work")
+        fp16 = precision == "fp16"
+        if pnnx_input is None:
+            raise UnsupportedModel("pnnx reads ONNX or TorchScript: the ONNX export failed and the source is an "
+                                   "ExportedProgram", reason=source.EXPORT_FAILED)
+        param, weights = convert.to_ncnn(pnnx_input, input_spec, fp16, staging / f"{name}.work")
+        if precision == "int8":
+            param, weights = convert.to_ncnn_int8(param, weights, calibration, staging / f"{name}.work")
         files = [directory / "model.ncnn.param", directory / "model.ncnn.bin"]
         param.replace(files[0])
         weights.replace(files[1])
-        return Built(name, "ncnn", target.precision, "candidate", files,
+        return Built(name, "ncnn", precision, "candidate", files,
                      lambda threads: NcnnRunner(files[0], files[1], threads, fp16), target.name)
     model = directory / "model.tflite"
-    convert.to_tflite(loaded, input_spec, model, staging / f"{name}.log", progress)
-    return Built(name, "tflite", target.precision, "candidate", [model],
+    converted = staging / f"tflite-{target.name}.fp32.tflite"  # converted once per target (auto builds fp32 and int8)
+    if not converted.is_file():
+        convert.to_tflite(loaded, input_spec, converted, staging / f"tflite-{target.name}.log", progress)
+    if precision == "int8":
+        convert.to_tflite_int8(converted, calibration, model, staging / f"{name}.log")
+    else:
+        shutil.copyfile(converted, model)
+    return Built(name, "tflite", precision, "candidate", [model],
                  lambda threads: TfliteRunner(model, threads), target.name)
 
 
 def _measure_baseline(baseline: Built, evaluation, settings, uri: str, fp32_requested: bool):
     runner = baseline.open_runner(settings.threads)
     reference = measure.predict(runner, evaluation.inputs)
-    dataset.check_labels_fit(evaluation, uri, reference.shape[1])
-    accuracy = measure.top1_accuracy(reference, evaluation.labels)
+    accuracy = None
+    if len(evaluation.labels):  # metric top1 (fidelity reads no labels)
+        dataset.check_labels_fit(evaluation, uri, reference.shape[1])
+        accuracy = measure.top1_accuracy(reference, evaluation.labels)
     result = _artifact_result(baseline, runner, evaluation, reference, reference, accuracy, settings)
     if fp32_requested:  # the user ships fp32 too, so it is held to the SLOs like any candidate
         result = result.model_copy(update={"role": "candidate"})
     return result, reference
 
 
-def _measure(built: Built, evaluation, reference: np.ndarray, baseline_accuracy: float, settings) -> ArtifactResult:
+def _measure(built: Built, evaluation, reference: np.ndarray, baseline_accuracy: float | None,
+             settings) -> ArtifactResult:
     runner = built.open_runner(settings.threads)
     outputs = measure.predict(runner, evaluation.inputs)
     return _artifact_result(built, runner, evaluation, outputs, reference, baseline_accuracy, settings)
 
 
 def _artifact_result(built: Built, runner: Runner, evaluation, outputs, reference, baseline_accuracy, settings):
-    accuracy = measure.top1_accuracy(outputs, evaluation.labels)
+    """`baseline_accuracy` is None under metric fidelity: no accuracy is measured then."""
+    accuracy = drop = None
+    if baseline_accuracy is not None:
+        accuracy = measure.top1_accuracy(outputs, evaluation.labels)
+        drop = round(baseline_accuracy - accuracy, 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+        accuracy = round(accuracy, 4)
     signature = smoke = None
     if built.runtime == "onnxruntime":  # what publishing to Triton needs to configure and verify it
         signature = onnx_signature(built.files[0])
-        write_smoke(built.files[0].parent / SMOKE_FILE, evaluation.inputs, outputs,
+        # One sample a call, as the smoke test sends them to Triton: int8-dynamic's activation scales
+        # depend on the whole batch, so outputs of a 64-sample batch would not match.
+        smoke_outputs = outputs if runner.fixed_batch else np.concatenate(
+            [runner.run(evaluation.inputs[i:i + 1]) for i in range(min(SMOKE_SAMPLES, len(evaluation.inputs)))])
+        write_smoke(built.files[0].parent / SMOKE_FILE, evaluation.inputs, smoke_outputs,
                     runner.batch_size if runner.fixed_batch else None)
         smoke = f"{built.name}/{SMOKE_FILE}"
     return ArtifactResult(
@@ -208,12 +307,16 @@ def _artifact_result(built: Built, runner: Runner, evaluation, outputs, referenc
         files=[f"{built.name}/{f.name}" for f in built.files],
         sha256=_artifact_digest(built.files),
         size_bytes=sum(f.stat().st_size for f in built.files),
-        accuracy=round(accuracy, 4),
-        accuracy_drop_points=round(baseline_accuracy - accuracy, 4) + 0.0,  # + 0.0 turns -0.0 into 0.0
+        accuracy=accuracy,
+        accuracy_drop_points=drop,
         agreement=measure.agreement(outputs, reference),
+        fidelity=fidelity.fidelity(outputs, reference),
+        notes=built.notes,
         latency=measure.latency(runner, evaluation.inputs[0], settings),
         signature=signature,
         smoke=smoke,
+        fraction_quantized=(round(fraction_quantized(built.files[0]), 4)
+                            if built.runtime == "onnxruntime" and built.precision.startswith("int8") else None),
     )
 
 

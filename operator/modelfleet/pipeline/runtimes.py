@@ -67,6 +67,9 @@ class NcnnRunner:
 
 
 class TfliteRunner:
+    """A full-integer model takes and gives int8 tensors: run() quantizes the float batch with the input's
+    scale and zero point and dequantizes the output, as an application on the device does."""
+
     fixed_batch = True  # the interpreter's tensors are allocated for one shape
 
     def __init__(self, model: Path, threads: int):
@@ -74,11 +77,26 @@ class TfliteRunner:
 
         self._interpreter = Interpreter(model_path=str(model), num_threads=threads)
         self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self.batch_size = int(self._interpreter.get_input_details()[0]["shape"][0])
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self.batch_size = int(self._input["shape"][0])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        self._interpreter.set_tensor(self._input, batch)
+        self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output).copy()
+        return _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
+
+
+def _quantize(values: np.ndarray, tensor: dict) -> np.ndarray:
+    scale, zero_point = tensor["quantization"]
+    if not scale:  # not a quantized tensor (a float one, or integer data such as token ids)
+        return values
+    limits = np.iinfo(tensor["dtype"])
+    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(tensor["dtype"])
+
+
+def _dequantize(values: np.ndarray, tensor: dict) -> np.ndarray:
+    scale, zero_point = tensor["quantization"]
+    if not scale:
+        return values.copy()
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)

@@ -1,5 +1,6 @@
 """Loading the source model, checking it against the declared inputs, exporting it to ONNX."""
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -8,11 +9,12 @@ import numpy as np
 
 from modelfleet.api.compressedmodel import Source, SourceFormat, TensorSpec
 from modelfleet.errors import ChecksumMismatch, SourceError, UnsupportedModel, first_line
-from modelfleet.pipeline.logs import redirect_fds, tail
+from modelfleet.pipeline.logs import redirect_fds
 from modelfleet.store import sha256_file
 from modelfleet.store.paths import confined
 
 OUTPUT_NAME = "output"
+EXPORT_FAILED = "ExportFailed"  # the reason of a torch source's failed ONNX export
 
 
 @dataclass
@@ -58,6 +60,23 @@ def sample_input(spec: TensorSpec, batch: int = 1) -> np.ndarray:
 def callable_module(loaded: LoadedSource):
     """A torch callable for the source: the ScriptModule, or the ExportedProgram's module."""
     return loaded.module.module() if loaded.format == SourceFormat.exported_program else loaded.module
+
+
+class TorchRunner:
+    """The torch source itself in torch: the reference when its ONNX export failed (a Runner, batches of
+    64, or exactly the batch a fixed batch dimension declares)."""
+
+    def __init__(self, loaded: LoadedSource, input_spec: TensorSpec):
+        self._module = callable_module(loaded)
+        self.fixed_batch = input_spec.shape[0] > 0
+        self.batch_size = input_spec.shape[0] if self.fixed_batch else 64
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = self._module(torch.from_numpy(batch))
+        return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
 
 
 def _check_torch_inputs(source: Source, loaded: LoadedSource) -> None:
@@ -136,14 +155,19 @@ def _check_external_data(source: Source, model, directory: Path) -> None:
                 raise SourceError(f"{subject}: {data} is not a file beside the model", reason="SourceNotFound")
 
 
-def export_onnx(source: Source, loaded: LoadedSource, out: Path, opset: int, log: Path) -> None:
+def export_onnx(source: Source, loaded: LoadedSource, out: Path, opset: int, log: Path) -> int | None:
     """Write the fp32 ONNX model: torch sources are exported with a dynamic batch (unless the spec
-    fixes it), ONNX sources saved as one file (external data folded in)."""
+    fixes it), ONNX sources saved as one file (external data folded in) and, below `opset`, converted to
+    it. Returns an ONNX source's own opset (None for torch sources)."""
     if loaded.format == SourceFormat.onnx:
         import onnx
 
-        onnx.save(onnx.load(str(loaded.path)), str(out))
-        return
+        model = onnx.load(str(loaded.path))
+        own = onnx_opset(model)
+        if own < opset:  # old exports lack what quantization needs, such as per-channel QDQ (opset 13)
+            model = _convert_opset(source, model, own, opset)
+        onnx.save(model, str(out))
+        return own
     import torch
 
     args = tuple(torch.from_numpy(sample_input(s, batch=2)) for s in source.inputs)
@@ -151,7 +175,54 @@ def export_onnx(source: Source, loaded: LoadedSource, out: Path, opset: int, log
         with redirect_fds(log):
             _torch_export(source, loaded, args, out, opset)
     except Exception as e:
-        raise UnsupportedModel(f"export to ONNX failed: {first_line(e)}; log: {tail(log)}", reason="ExportFailed") from e
+        # The exception names the operator; the exporter's log is mostly a dump of the graph.
+        raise UnsupportedModel(f"export to ONNX failed: {first_line(e)}", reason=EXPORT_FAILED) from e
+
+
+def onnx_opset(model) -> int:
+    """The version of the default (ai.onnx) operator set a graph imports."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _convert_opset(source: Source, model, own: int, opset: int):
+    """onnx's version converter, step by step so that a failure names the operator and the opsets it
+    could not be carried between."""
+    import onnx
+    from onnx import version_converter
+
+    for version in range(own + 1, opset + 1):
+        try:
+            model = version_converter.convert_version(model, version)
+            onnx.checker.check_model(model)
+        except Exception as e:
+            operators = _unconvertible_operators(model, version, e)
+            raise UnsupportedModel(
+                f"{source.uri}: the source's opset {own} cannot be converted to compression.opset {opset}: "
+                f"operator {' or '.join(operators) or '(unknown)'} failed to convert from opset {version - 1} to "
+                f"{version}: {first_line(e)}",
+                operator=operators[0] if operators else None, reason="OpsetConversionFailed",
+            ) from e
+    return model
+
+
+def _unconvertible_operators(model, version: int, error: Exception) -> list[str]:
+    """The operators the converter stopped at: the one its message names (`No Adapter From Version $9 for
+    ThresholdedRelu`), or else those of the graph whose definition changed at `version` (`Attribute is_test
+    must not have value 0` names none)."""
+    import onnx
+
+    op_types = list(dict.fromkeys(node.op_type for node in model.graph.node if node.domain in ("", "ai.onnx")))
+    named = [op for op in op_types if re.search(rf"(?<![A-Za-z0-9_]){op}(?![A-Za-z_])", str(error))]
+    if named:
+        return named[:1]
+
+    def changed(op: str) -> bool:
+        try:
+            return onnx.defs.get_schema(op, version).since_version == version
+        except onnx.defs.SchemaError:
+            return True  # no longer defined at `version`
+
+    return [op for op in op_types if changed(op)]
 
 
 def _torch_export(source: Source, loaded: LoadedSource, args: tuple, out: Path, opset: int) -> None:

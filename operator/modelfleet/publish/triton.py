@@ -18,6 +18,7 @@ import numpy as np
 from modelfleet.api.compressedmodel import TritonTarget
 from modelfleet.api.publication import PublishedVersion, RepositoryRecord, ServingLatency, TritonPublication
 from modelfleet.api.result import ArtifactResult, ModelSignature, ResultManifest
+from modelfleet.domain.choice import TRITON, triton_artifact
 from modelfleet.errors import ChecksumMismatch, PermanentError, PublishConflict, RetryableError, first_line
 from modelfleet.progress import Progress
 from modelfleet.publish.recovery import begin, prune, recover, restore, settle
@@ -115,7 +116,12 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 
 
 def _artifact(result: ResultManifest, target: TritonTarget) -> ArtifactResult:
-    name = f"onnx-{target.precision}"
+    name = triton_artifact(result, target.precision)
+    if name is None:
+        choice = next((c for c in result.choices if c.target == TRITON), None)
+        why = ("; ".join(f"{lost.artifact}: {lost.reason}" for lost in choice.losers) if choice
+               else "the result holds no choice for triton: it was made without a Triton target")
+        raise PermanentError(f"precision auto: no ONNX artifact to publish ({why})", reason="NoArtifactQualifies")
     artifact = next((a for a in result.artifacts if a.name == name), None)
     if artifact is None:
         raise PermanentError(f"the result has no {name} artifact to publish "
