@@ -147,7 +147,10 @@ def test_a_failed_publish_is_retried_by_annotation_without_recompressing(kube, n
 def test_what_is_published_changes_without_recompressing_and_how_jobs_run_changes_nothing(kube, namespace, claim,
                                                                                           inputs, operator,
                                                                                           artifact_root):
-    create(kube, namespace, resource(inputs, changes=triton(namespace)))
+    changes = triton(namespace)
+    # A named precision: under `auto` the SLOs decide what is published, so changing them republishes.
+    changes["targets"]["triton"]["precision"] = "int8-static"
+    create(kube, namespace, resource(inputs, changes=changes))
     wait_for(kube, namespace, "digits", "Ready", "True")
     before = {j.metadata.name for j in jobs(kube, namespace)}
     # how Jobs run and the accuracy gate: neither recompresses nor republishes
