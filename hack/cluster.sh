@@ -270,6 +270,7 @@ load_image() {
     id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null) || die "docker has no image $tag"
     if ctr_node images ls "name==$ref" 2>/dev/null | grep -qF "modelfleet.io/docker-id=$id"; then
         log "node already has $tag"
+        drop_orphan_id_refs
         return 0
     fi
     # Older tags of the same repository first (a worker image is ~7 GB, twice that in containerd,
@@ -282,6 +283,20 @@ load_image() {
     log "loading $tag into the node"
     docker save "$tag" | ctr_node images import - >/dev/null
     ctr_node images label "$ref" "modelfleet.io/docker-id=$id" >/dev/null
+    drop_orphan_id_refs
+}
+
+# The kubelet's CRI names every image it has seen by its id too ("sha256:<id>"). Once the named
+# tag is gone that ref alone keeps the old image's layers (gigabytes for a worker) on disk.
+drop_orphan_id_refs() {
+    local listing orphan
+    listing=$(ctr_node images ls 2>/dev/null | tail -n +2) || return 0
+    for orphan in $(awk '$1 !~ /^sha256:/ {named[$3] = 1; next}
+                         $1 ~ /^sha256:/ {ids[$1] = $3}
+                         END {for (r in ids) if (!(ids[r] in named)) print r}' <<<"$listing"); do
+        log "removing the orphaned image id $orphan from the node"
+        ctr_node images rm "$orphan" >/dev/null || true
+    done
 }
 
 ensure_images() {

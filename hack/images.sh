@@ -250,6 +250,8 @@ build_image() {
     if [ -z "${MODELFLEET_IMAGES_KEEP_CONTEXT:-}" ]; then
         docker builder prune --force --filter type=source.local >/dev/null 2>&1 || true
     fi
+    # The layer cache of superseded builds would otherwise grow by gigabytes per dependency change.
+    docker builder prune --force --keep-storage 10GB >/dev/null 2>&1 || true
     log "built $tag (also $dev) in $((SECONDS - start))s: $(docker image inspect -f '{{.Size}}' "$tag" |
         awk '{printf "%.2f GB", $1/1e9}')"
     # Earlier tags share the dependency layer but keep their own top layers: untag them.
