@@ -139,11 +139,23 @@ ensure_pip() {
 }
 
 # wheelhouse EXTRAS: resolve pyproject.toml's dependencies plus EXTRAS for the base image,
-# download the wheels with their hashes; print the directory. Cached by key; atomic.
+# download the wheels with their hashes; print the directory. Cached by key (the requested
+# requirements, not the whole pyproject.toml: a test-only dependency leaves the worker's alone);
+# atomic. Wheels an earlier wheelhouse already holds are hard-linked, not downloaded again, and
+# the wheelhouse that a new one supersedes for the same EXTRAS is removed (3 GB for the worker).
 wheelhouse() {
-    local extras=$1 key dir tmp flags start=$SECONDS
+    local extras=$1 key dir tmp flags requested start=$SECONDS
     probe_base
-    key=$( (cat "$ROOT/pyproject.toml"; echo "extras=$extras cp$TARGET_PY glibc$TARGET_GLIBC x86_64") |
+    requested=$("$PYTHON" - "$ROOT/pyproject.toml" "$extras" <<'EOF'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+reqs = list(project["dependencies"])
+for extra in sys.argv[2].split(","):
+    reqs += project["optional-dependencies"][extra]
+print("\n".join(reqs))
+EOF
+) || die "cannot read the dependencies from pyproject.toml"
+    key=$( (printf '%s\n' "$requested"; echo "extras=$extras cp$TARGET_PY glibc$TARGET_GLIBC x86_64") |
         sha256sum | cut -c1-16)
     dir=$CACHE/wheelhouse/$key
     if [ -f "$dir/.complete" ]; then
@@ -157,14 +169,7 @@ wheelhouse() {
     rm -rf "$tmp"
     mkdir -p "$tmp"
     "$PIP" --version >/dev/null
-    "$CACHE/wheelhouse/.pip/bin/python" - "$ROOT/pyproject.toml" "$extras" >"$tmp/requested.txt" <<'EOF'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-reqs = list(project["dependencies"])
-for extra in sys.argv[2].split(","):
-    reqs += project["optional-dependencies"][extra]
-print("\n".join(reqs))
-EOF
+    printf '%s\n' "$requested" >"$tmp/requested.txt"
     log "resolving modelfleet[$extras] for cp$TARGET_PY / glibc $TARGET_GLIBC (about 1.5 min)"
     "$PIP" install --disable-pip-version-check --quiet --dry-run --ignore-installed --no-cache-dir \
         --report "$tmp/report.json" --target "$tmp/unused" "${flags[@]}" -r "$tmp/requested.txt" \
@@ -177,14 +182,37 @@ for item in sorted(report["install"], key=lambda i: i["metadata"]["name"].lower(
     sha = item["download_info"]["archive_info"]["hashes"]["sha256"]
     print(f'{item["metadata"]["name"]}=={item["metadata"]["version"]} --hash=sha256:{sha}')
 EOF
-    log "downloading $(grep -c -- '--hash' "$tmp/requirements.txt") wheels (the worker's: about 4 GB, torch and its nvidia-* libraries)"
+    # pip download keeps a file already in the directory when its hash matches the pinned one.
+    local old
+    for old in "$CACHE"/wheelhouse/*/.complete; do
+        [ -e "$old" ] && ln -f "$(dirname "$old")"/*.whl "$tmp/" 2>/dev/null || true
+    done
+    log "downloading $(grep -c -- '--hash' "$tmp/requirements.txt") wheels (the worker's: about 4 GB, torch and its nvidia-* libraries; fewer when an earlier wheelhouse has them)"
     "$PIP" download --disable-pip-version-check --quiet --progress-bar off --no-cache-dir --no-deps \
         --require-hashes "${flags[@]}" -d "$tmp" -r "$tmp/requirements.txt" \
         >"$tmp/download.log" 2>&1 || { tail -n 30 "$tmp/download.log" >&2; die "download failed"; }
     rm -rf "$tmp/unused"
+    "$PYTHON" - "$tmp" <<'EOF' || die "cannot prune $tmp"
+import pathlib, re, sys
+# Drop the linked wheels that the pinned requirements do not name (wheel file names normalise `-` and `.`).
+tmp = pathlib.Path(sys.argv[1])
+norm = lambda name: re.sub(r"[-_.]+", "_", name).lower()
+pinned = {norm(line.split("==")[0]) + "-" + line.split("==")[1].split()[0]
+          for line in (tmp / "requirements.txt").read_text().splitlines() if "==" in line}
+for wheel in tmp.glob("*.whl"):
+    name, version = wheel.name.split("-")[:2]
+    if f"{norm(name)}-{version}" not in pinned:
+        wheel.unlink()
+EOF
+    echo "$extras" >"$tmp/.extras"
     touch "$tmp/.complete"
     rm -rf "$dir"
     mv "$tmp" "$dir"
+    for old in "$CACHE"/wheelhouse/*/.complete; do   # superseded: same extras, or from before .extras
+        old=$(dirname "$old")
+        [ "$old" = "$dir" ] && continue
+        if [ ! -f "$old/.extras" ] || [ "$(cat "$old/.extras")" = "$extras" ]; then rm -rf "$old"; fi
+    done
     log "wheelhouse $dir: $(du -sh "$dir" | cut -f1) in $((SECONDS - start))s"
     printf '%s\n' "$dir"
 }

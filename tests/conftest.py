@@ -64,6 +64,14 @@ def onnx2tf() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.fixture(scope="session")
+def ncnn_tools() -> str:
+    """ncnn2table and ncnn2int8, built once from ncnn's source by hack/ncnn-tools.sh (first time: minutes)."""
+    done = subprocess.run(["bash", str(REPO / "hack" / "ncnn-tools.sh")], check=True, stdout=subprocess.PIPE,
+                          text=True, timeout=3600)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def export_digits_onnx(digits_data: Path, out: Path, fixed_batch: int | None = None, opset: int = 17) -> Path:
     """The digits CNN as ONNX (torch's TorchScript exporter): a dynamic batch dimension, or one fixed at
     `fixed_batch`; at `opset`, as files exported by older tools come."""

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -96,7 +97,10 @@ def test_onnx2tf_failure_reports_the_end_of_its_output(monkeypatch, tmp_path):
                     "printf '\\033[31mERROR:\\033[0m Conv: kernel shape mismatch\\n' >&2\nexit 3\n")
     fake.chmod(0o755)
     monkeypatch.setenv(convert.ONNX2TF_ENV, str(fake))
-    (tmp_path / "model.onnx").write_bytes(b"not read by the fake")
+    relu = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["input"], ["output"])], "relu",
+                                  [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 64])],
+                                  [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 64])])
+    onnx.save(onnx.helper.make_model(relu), tmp_path / "model.onnx")
     with pytest.raises(UnsupportedModel) as raised:
         convert.to_tflite(LoadedSource(SourceFormat.onnx, tmp_path / "model.onnx", "-"), DIGITS_INPUT,
                           tmp_path / "model.tflite", tmp_path / "convert.log", QUIET)

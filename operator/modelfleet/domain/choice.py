@@ -71,8 +71,7 @@ def _why_lost(c: Candidate, chosen: Candidate | None, fastest: float | None) -> 
     if c.p95_ms <= fastest * (1 + TIE) and c.size_bytes > chosen.size_bytes:
         return (f"larger than {chosen.name} ({size_text(c.size_bytes)} > {size_text(chosen.size_bytes)}) "
                 f"at a p95 within {TIE:.0%}")
-    gain = speedup(c.p95_ms, c.fp32_p95_ms)
-    if gain is not None and gain < 1:
+    if c.fp32_p95_ms is not None and slower_than(c.p95_ms, c.fp32_p95_ms):
         return f"slower than fp32 ({c.p95_ms / c.fp32_p95_ms:.2f}x)"
     return f"p95 {c.p95_ms:.3f} ms > chosen {chosen.p95_ms:.3f} ms"
 
@@ -105,6 +104,11 @@ def choose_targets(artifacts: Sequence[ArtifactResult], failures: Sequence[Targe
     return choices
 
 
+def slower_than(p95_ms: float, fp32_p95_ms: float) -> bool:
+    """Slower than fp32 by more than the noise that TIE allows."""
+    return p95_ms > fp32_p95_ms * (1 + TIE)
+
+
 def fp32_references(artifacts: Iterable[ArtifactResult]) -> dict[str, ArtifactResult]:
     """Per artifact, the fp32 artifact of the same runtime it is compared with: the ONNX baseline for ONNX
     variants, the same edge target's fp32 for edge artifacts. Artifacts without one are left out."""
@@ -122,7 +126,7 @@ def compare_with_fp32(artifacts: Sequence[ArtifactResult]) -> list[ArtifactResul
         reference = fp32.get(a.name)
         gain = speedup(a.latency.p95_ms, reference.latency.p95_ms) if reference else None
         gain = round(gain, 4) if gain is not None else None  # the mark follows the figure as written
-        slower = gain is not None and gain < 1
+        slower = reference is not None and slower_than(a.latency.p95_ms, reference.latency.p95_ms)
         notes = [*a.notes]
         if slower:
             notes.append(f"slower than fp32: p95 {a.latency.p95_ms:.3f} ms vs {reference.latency.p95_ms:.3f} ms "

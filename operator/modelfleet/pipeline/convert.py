@@ -10,7 +10,6 @@ hack/onnx2tf-venv.sh) and runs as a subprocess. ncnn's int8 tools are C++ that h
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ _PNNX_TIMEOUT_S = 600
 ONNX2TF_VERSION = "1.29.24"  # the version hack/onnx2tf-venv.sh installs
 ONNX2TF_ENV = "MODELFLEET_ONNX2TF"  # path of an onnx2tf executable, overriding the default venv
 _ONNX2TF_TIMEOUT_S = 1200  # it runs every operator in onnxruntime and TensorFlow to check layouts
+_TF_SCOPE = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")  # TensorFlow's rule for a scope name
+_TF_UNSAFE = re.compile(r"[^A-Za-z0-9_.\\/>-]")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # onnx2tf colours its log lines unconditionally
 NCNN_TOOLS_RELEASE = "20260526"  # the release hack/ncnn-tools.sh builds, the same as the ncnn wheel's
 NCNN_TOOLS_ENV = "MODELFLEET_NCNN_TOOLS"  # directory holding ncnn2table and ncnn2int8, overriding the default
@@ -90,7 +91,13 @@ def to_ncnn_int8(param: Path, weights: Path, calibration: np.ndarray, workdir: P
     log = workdir / "ncnn-int8.log"
     _run_ncnn_tool([tools / "ncnn2table", str(param), str(weights), "calibration.txt", "model.table",
                     f"shape=[{shape}]", "method=aciq", "type=1"], workdir, log)
-    _check_ncnn_table(workdir / "model.table", param)
+    table = workdir / "model.table"
+    kept_fp32 = _convolutions_fed_1d(param, weights, calibration[0])
+    if kept_fp32:
+        _drop_from_table(table, kept_fp32)
+        with open(log, "a") as out:
+            out.write(f"kept in fp32 (1-D input, which ncnn's int8 convolution misreads): {', '.join(kept_fp32)}\n")
+    _check_ncnn_table(table, param, kept_fp32)
     out_param, out_weights = workdir / "model-int8.ncnn.param", workdir / "model-int8.ncnn.bin"
     _run_ncnn_tool([tools / "ncnn2int8", str(param), str(weights), out_param.name, out_weights.name, "model.table"],
                    workdir, log)
@@ -111,13 +118,42 @@ def _run_ncnn_tool(cmd: list, workdir: Path, log: Path) -> None:
         raise UnsupportedModel(f"{name} failed (exit {done.returncode}): {tail(log)}", reason="ConversionFailed")
 
 
-def _check_ncnn_table(table: Path, param: Path) -> None:
+def _convolutions_fed_1d(param: Path, weights: Path, sample: np.ndarray) -> list[str]:
+    """Convolutions whose input is a 1-D blob: the 1x1 convolutions after a global pooling that squeeze-excite
+    blocks (MobileNetV3, EfficientNet) are made of. fp32 ncnn runs them as fully connected layers; its int8
+    convolution reads the vector as an image and returns garbage (PaddleOCR's classifier: 98% -> 50%)."""
+    import ncnn
+
+    convolutions = [(fields[1], fields[4]) for fields in (line.split() for line in param.read_text().splitlines()[2:])
+                    if fields and fields[0] in ("Convolution", "ConvolutionDepthWise") and fields[2] == "1"]
+    net = ncnn.Net()
+    net.opt.use_packing_layout = False
+    if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
+        raise UnsupportedModel(f"ncnn could not load {param.name}/{weights.name}", reason="ConversionFailed")
+    fed_1d = []
+    for layer, blob in convolutions:
+        extractor = net.create_extractor()
+        extractor.input("in0", ncnn.Mat(np.ascontiguousarray(sample, dtype=np.float32)).clone())
+        status, mat = extractor.extract(blob)
+        if status == 0 and mat.dims == 1:
+            fed_1d.append(layer)
+    return fed_1d
+
+
+def _drop_from_table(table: Path, layers: list[str]) -> None:
+    """ncnn2int8 leaves a layer without scales in fp32."""
+    names = set(layers) | {f"{layer}_param_0" for layer in layers}
+    lines = table.read_text().splitlines(keepends=True)
+    table.write_text("".join(line for line in lines if line.split(maxsplit=1)[:1] and line.split()[0] not in names))
+
+
+def _check_ncnn_table(table: Path, param: Path, kept_fp32: list[str]) -> None:
     """Every layer ncnn2table calibrates needs weight scales and a finite, positive activation scale: an input
     that is zero on every calibration sample (blank or constant calibration data) gets an infinite one, which
     ncnn2int8 would write into the model without a word. (An all-zero weight channel's infinite scale is
     harmless: its int8 outputs are dequantized by 1/scale = 0.)"""
     layers = [fields[1] for fields in (line.split() for line in param.read_text().splitlines()[2:])
-              if fields and fields[0] in _NCNN_QUANTIZED_LAYERS]
+              if fields and fields[0] in _NCNN_QUANTIZED_LAYERS and fields[1] not in kept_fp32]
     scales = {}
     if table.is_file():
         for line in table.read_text().splitlines():
@@ -225,7 +261,7 @@ def _onnx_to_tflite(source: Path, input_spec: TensorSpec, out: Path, log: Path, 
     binary = _onnx2tf_binary()
     workdir = log.with_name(f"{log.stem}.onnx2tf")
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, workdir / "model.onnx")
+    write_tf_safe_copy(source, workdir / "model.onnx")
     shape = ",".join(str(d) for d in sample_input(input_spec).shape)
     cmd = [str(binary), "-i", "model.onnx", "-o", "tflite",
            "-ois", f"{input_spec.name}:{shape}", "-kat", input_spec.name]
@@ -245,8 +281,57 @@ def _onnx_to_tflite(source: Path, input_spec: TensorSpec, out: Path, log: Path, 
     if done.returncode != 0 or not built.is_file():
         raise UnsupportedModel(f"onnx2tf failed (exit {done.returncode}): {_plain_tail(log)}",
                                reason="ConversionFailed")
+    add_default_signature(built)
     built.replace(out)
     progress.step("convert", f"onnx2tf done in {time.monotonic() - started:.1f} s")
+
+
+def write_tf_safe_copy(source: Path, out: Path) -> None:
+    """Copy an ONNX model with node names TensorFlow accepts as scope names. Other exporters name nodes freely
+    (paddle2onnx: `Softmax@0`), and onnx2tf passes node names on to TensorFlow, which refuses such a scope.
+    Node names carry no meaning in the graph (edges are tensor names), so renaming them is safe."""
+    import onnx
+
+    model = onnx.load(str(source))
+    taken = {node.name for node in model.graph.node}
+    for node in model.graph.node:
+        if _TF_SCOPE.fullmatch(node.name):
+            continue
+        base = _TF_UNSAFE.sub("_", node.name) or node.op_type
+        if not _TF_SCOPE.fullmatch(base):  # only the first character can still be wrong
+            base = f"n{base}"
+        name, n = base, 1
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken.add(name)
+        node.name = name
+    onnx.save(model, str(out))
+
+
+def add_default_signature(tflite: Path) -> None:
+    """Give a TFLite model without a SignatureDef one over its main graph's inputs and outputs. onnx2tf falls back
+    to TensorFlow's concrete-function converter for some graphs (paddle2onnx's, for one), which writes none;
+    signature runners, and so ai-edge-quantizer's calibration, need it."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite))
+    if model.signatureDefs:
+        return
+    graph = model.subgraphs[0]
+
+    def tensor_map(index: int):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = graph.tensors[index].name, index
+        return entry
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = "serving_default"
+    signature.subgraphIndex = 0
+    signature.inputs = [tensor_map(i) for i in graph.inputs]
+    signature.outputs = [tensor_map(i) for i in graph.outputs]
+    model.signatureDefs = [signature]
+    flatbuffer_utils.write_model(model, str(tflite))
 
 
 def _onnx2tf_binary() -> Path:
