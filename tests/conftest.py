@@ -72,6 +72,37 @@ def ncnn_tools() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool, from Debian's prometheus package, installed by hack/prometheus.sh when missing (no daemon started)."""
+    done = subprocess.run(["bash", str(REPO / "hack" / "prometheus.sh")], check=True, stdout=subprocess.PIPE,
+                          text=True, timeout=900)
+    return done.stdout.strip().splitlines()[-1].removeprefix("PROMTOOL=")
+
+
+@pytest.fixture(scope="session")
+def prometheus_operator_crds() -> Path:
+    """The prometheus-operator's PrometheusRule and ServiceMonitor CRDs (pinned release, from the Go module proxy
+    by hack/prometheus-operator-crds.sh; cached)."""
+    done = subprocess.run(["bash", str(REPO / "hack" / "prometheus-operator-crds.sh")], check=True,
+                          stdout=subprocess.PIPE, text=True, timeout=600)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+MONITORING_CRDS = ("monitoring.coreos.com_prometheusrules.yaml", "monitoring.coreos.com_servicemonitors.yaml")
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds(kube, prometheus_operator_crds) -> None:
+    """prometheus-operator's PrometheusRule and ServiceMonitor CRDs on the test cluster (they stay; applying
+    them again changes nothing). No prometheus-operator runs: the API server validates, nothing acts."""
+    for crd in MONITORING_CRDS:
+        # Server-side: the ServiceMonitor CRD is too large for client-side apply's last-applied annotation.
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(prometheus_operator_crds / crd))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/prometheusrules.monitoring.coreos.com", "crd/servicemonitors.monitoring.coreos.com")
+
+
 def export_digits_onnx(digits_data: Path, out: Path, fixed_batch: int | None = None, opset: int = 17) -> Path:
     """The digits CNN as ONNX (torch's TorchScript exporter): a dynamic batch dimension, or one fixed at
     `fixed_batch`; at `opset`, as files exported by older tools come."""
@@ -190,6 +221,7 @@ class TritonProcess(ServerProcess):
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         ports = [str(self.http_port), str(free_port()), str(free_port())]
+        self.metrics_address = f"127.0.0.1:{ports[2]}"  # Prometheus' /metrics (tests/test_slo_alerts_e2e.py)
         # The first call installs Triton (a 55 MB wheel).
         self._start(["bash", str(REPO / "hack/triton/run-server.sh"), str(repository), *ports, *flags], log,
                     f"{self.url}/v2/health/live", timeout_s=300)
@@ -325,9 +357,9 @@ def delete_models(kube: "KubeCluster", namespace: str, timeout: float = 60) -> N
 
 def node_image(name: str) -> str:
     """modelfleet/<name>:<hash>, built offline (hack/images.sh, cached by content) and loaded into the node."""
-    subprocess.run(["bash", str(REPO / "hack/images.sh"), "build", name], check=True, timeout=3600)
-    tag = subprocess.run(["bash", str(REPO / "hack/images.sh"), "tag", name], check=True, capture_output=True,
-                         text=True).stdout.strip()
+    # The tag the build printed: the tree may change while it builds (an edit), and `tag` would then name another.
+    tag = subprocess.run(["bash", str(REPO / "hack/images.sh"), "build", name], check=True, timeout=3600,
+                         stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
     subprocess.run(["bash", str(REPO / "hack/cluster.sh"), "load-image", tag], check=True, timeout=1800)
     return tag
 
@@ -477,8 +509,9 @@ def store_claim(kube: KubeCluster, artifact_root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(kube, operator_image, worker_image, artifact_root):
-    """The operator Deployment for the session, watching every namespace, results on the pvc:// store."""
+def operator(kube, operator_image, worker_image, artifact_root, monitoring_crds):
+    """The operator Deployment for the session, watching every namespace, results on the pvc:// store; with
+    prometheus-operator's CRDs installed first, so it writes each Triton-served model's PrometheusRule."""
     kube.kubectl("apply", "-f", str(REPO / "deploy/operator-rbac.yaml"))
     deployment = OperatorDeployment(kube, operator_image, {
         "MODELFLEET_WORKER_IMAGE": worker_image, "MODELFLEET_ARTIFACTS": f"pvc://{STORE_CLAIM}/results",

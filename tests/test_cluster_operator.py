@@ -137,11 +137,13 @@ def test_digits_becomes_ready_from_jobs_in_real_pods(kube, namespace, claim, inp
 
 def test_triton_target_is_published_by_a_second_job_after_the_gate(kube, namespace, claim, inputs, operator,
                                                                    artifact_root):
+    """Also: the operator gives the resource its serving-SLO PrometheusRule (prometheus-operator's CRDs are
+    installed for the session), owned by it, and the garbage collector removes it with the resource."""
     # No Triton server is reachable from pods here; the repository write (the publish Job) is what
     # runs in the cluster, while loading and verifying on a real server is tests/test_triton_publish.py's.
     repository = f"pvc://{CLAIM}/triton/{namespace}"
     create(kube, namespace, resource(inputs, changes={"targets": {"edge": [], "triton": {
-        "repository": repository, "modelName": "digits"}}}))
+        "repository": repository, "modelName": "digits"}}, "slo": {"latencyP95Ms": {"triton": 20}}}))
     body = wait_for(kube, namespace, "digits", "Ready", "True")
     published = conditions(body)["Published"]
     assert (published["status"], published["reason"]) == ("True", "Written")
@@ -149,6 +151,16 @@ def test_triton_target_is_published_by_a_second_job_after_the_gate(kube, namespa
     assert (model_dir / "1" / "model.onnx").is_file() and (model_dir / "config.pbtxt").is_file()
     stages = sorted(j.metadata.labels["modelfleet.io/stage"] for j in jobs(kube, namespace))
     assert stages == ["compress", "publish"]
+
+    rules = client.CustomObjectsApi(kube.api)
+    rule = rules.get_namespaced_custom_object("monitoring.coreos.com", "v1", namespace, "prometheusrules",
+                                              "digits-serving-slo")
+    assert rule["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+    assert "ModelfleetServingLatencyBudgetBurn" in str(rule["spec"]) and "20 ms" in str(rule["spec"])
+    api(kube).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "digits")
+    wait_until(lambda: not rules.list_namespaced_custom_object("monitoring.coreos.com", "v1", namespace,
+                                                               "prometheusrules")["items"],
+               120, "the garbage collector to remove the PrometheusRule with its CompressedModel")
 
 
 def test_impossible_spec_gets_spec_valid_false_and_no_job(kube, namespace, claim, inputs, operator):

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     operator = commands.add_parser("operator", help="run the operator (kopf) against the current cluster")
     operator.add_argument("-n", "--namespace", action="append",
                           help="watch only this namespace (repeatable); default: every namespace")
-    operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
+    operator.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint")
     operator.add_argument("-v", "--verbose", action="store_true",
                           help="also log kopf's line for every handled watch event (several per resource)")
     operator.set_defaults(handler=_operator)
@@ -246,7 +246,11 @@ def _operator(args) -> int:
     import kopf
 
     import modelfleet.handlers.compressedmodel  # noqa: F401  (registers the handlers)
+    from modelfleet import metrics
 
+    port = metrics.port_from_env()
+    if port:  # /metrics on MODELFLEET_METRICS_PORT (default 8080; 0: off)
+        metrics.serve(port)
     kopf.configure(verbose=False)
     if not args.verbose:  # "Handler ... succeeded" for every Job and resource event: noise, and CPU under a burst
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

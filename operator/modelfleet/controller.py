@@ -8,6 +8,8 @@ Jobs Kubernetes already removed, from what the status recorded). Every failure r
 """
 
 import datetime
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -17,6 +19,7 @@ from collections import defaultdict
 
 from pydantic import ValidationError
 
+from modelfleet import metrics
 from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatus
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest
@@ -26,11 +29,12 @@ from modelfleet.domain.choice import summary
 from modelfleet.domain.plan import (
     COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, model_root_uri, result_uri, stage_hashes, worker_job,
 )
+from modelfleet.domain.alerts import Windows, model_rule_for, model_rule_name
 from modelfleet.domain.status import (
     Decision, JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy,
     recorded_outcome,
 )
-from modelfleet.errors import ModelfleetError, RetryableError, first_line
+from modelfleet.errors import RetryableError, error_reason, first_line
 from modelfleet.k8s import Cluster
 from modelfleet.manifest import format_validation_error
 from modelfleet.store import read_text, resolve_local, s3
@@ -42,6 +46,11 @@ _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 # resourceVersions our own latest writes (finalizer, status) produced, per resource: kopf delivers
 # every watch event in order, and the intermediate ones echo those writes, with nothing new to do.
 _own_versions: dict[tuple[str, str], set[str]] = {}
+# Digest of the SLO PrometheusRule last applied per resource ("": none wanted, and none left): applied again
+# only when it changes. Without prometheus-operator's CRDs, looked for again after RULE_KIND_RECHECK_SECONDS.
+_slo_rules: dict[tuple[str, str], str] = {}
+_no_rule_kind_until = 0.0
+RULE_KIND_RECHECK_SECONDS = 300
 
 
 def settings_from_env() -> OperatorSettings:
@@ -55,7 +64,19 @@ def settings_from_env() -> OperatorSettings:
         worker_service_account=os.environ.get("MODELFLEET_WORKER_SERVICE_ACCOUNT") or None,
         artifacts_secret=os.environ.get("MODELFLEET_ARTIFACTS_SECRET") or None,
         triton_servers=tuple(u.strip() for u in os.environ.get("MODELFLEET_TRITON_SERVERS", "").split(",") if u.strip()),
+        slo_window_scale=_positive_float("MODELFLEET_SLO_WINDOW_SCALE", "1"),
     )
+
+
+def _positive_float(variable: str, default: str) -> float:
+    text = os.environ.get(variable, default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise SystemExit(f"modelfleet operator: {variable} must be a positive number, not {text!r}")
+    return value
 
 
 def echoes_own_write(body: dict) -> bool:
@@ -69,9 +90,10 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name
     `jobs`, the resource's Jobs as the operator's Job watch knows them (otherwise they are listed).
     `pod_problems`: why a Job's pod cannot start, by Job name."""
     started = time.monotonic()
-    with _locks[(namespace, name)]:  # a resource event and a Job event may arrive together
+    with metrics.observe_reconcile(), _locks[(namespace, name)]:  # a resource event and a Job event may arrive together
         body = body or cluster.get_model(namespace, name)
         if body is None:
+            metrics.forget_model(namespace, name)
             return
         if body["metadata"].get("deletionTimestamp"):
             if FINALIZER in (body["metadata"].get("finalizers") or []):
@@ -79,6 +101,8 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name
                 _update_finalizers(cluster, body, without_finalizer)
             _locks.pop((namespace, name), None)
             _own_versions.pop((namespace, name), None)
+            _slo_rules.pop((namespace, name), None)
+            metrics.forget_model(namespace, name)
             return
         jobs = cluster.jobs(namespace, name) if jobs is None else jobs
         ready = _reconcile(cluster, settings, body, jobs, pod_problems or {})
@@ -92,14 +116,15 @@ def record_failure(cluster: Cluster, namespace: str, name: str, error: Exception
     body = cluster.get_model(namespace, name)
     if body is None:
         return
-    reason = error.reason if isinstance(error, ModelfleetError) else type(error).__name__
+    reason = error_reason(error)
     if body["metadata"].get("deletionTimestamp"):
         reason = "CleanupFailed"
     times = "once" if failures == 1 else f"{failures} times in a row"
     message = f"{first_line(error, 1000)} (failed {times}; retrying in {retry_in:.0f} s)"
     status = _status(body)
-    _write(cluster, body, status, Decision(decide_failure(status, reason, message)), body["metadata"].get("generation"),
-           partial=True)
+    ready, _ = _write(cluster, body, status, Decision(decide_failure(status, reason, message)),
+                      body["metadata"].get("generation"), partial=True)
+    metrics.record_ready(namespace, name, ready)
 
 
 def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: list[dict],
@@ -110,7 +135,9 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: l
     try:
         model = CompressedModel.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     except ValidationError as e:  # the CRD schema should have refused it; say why rather than crash
-        return _write(cluster, body, status, decide_invalid(format_validation_error(e)), generation)[0]
+        ready = _write(cluster, body, status, decide_invalid(format_validation_error(e)), generation)[0]
+        metrics.record_ready(namespace, name, ready)
+        return ready
     hashes = stage_hashes(model)
     output = result_uri(settings, namespace, name, hashes[COMPRESS])
     current: dict[str, dict] = {}
@@ -141,9 +168,34 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: l
     # A retry asked for is honoured once: when nothing had failed, there was nothing to run again.
     recorded = {"specHashes": hashes, **({"retry": retry} if retry is not None else {})}
     ready, version = _write(cluster, body, status, decision, generation, recorded)
+    _sync_slo_rule(cluster, settings, model, body["metadata"]["uid"])
+    metrics.record_model(namespace, name, model.spec, observed.result, ready)
     if written or version:
         _own_versions[(namespace, name)] = written | ({version} if version else set())
     return ready
+
+
+def _sync_slo_rule(cluster: Cluster, settings: OperatorSettings, model: CompressedModel, uid: str) -> None:
+    """The resource's PrometheusRule (serving SLO burn-rate alerts, domain/alerts.py), owned by it so that it goes
+    with it; removed when the resource no longer has a Triton target. Skipped where no PrometheusRule kind exists."""
+    global _no_rule_kind_until
+    namespace, name = model.metadata.namespace, model.metadata.name
+    wanted = model_rule_for(model, uid, windows=Windows().scaled(settings.slo_window_scale))
+    digest = _digest(wanted) if wanted else ""
+    if _slo_rules.get((namespace, name)) == digest or time.monotonic() < _no_rule_kind_until:
+        return
+    if wanted is None:
+        cluster.delete_prometheus_rule(namespace, model_rule_name(name))
+    elif not cluster.apply_prometheus_rule(wanted):
+        log.info("no PrometheusRule kind in this cluster (prometheus-operator's CRDs): SLO alert rules not applied; "
+                 "looking again in %d s", RULE_KIND_RECHECK_SECONDS)
+        _no_rule_kind_until = time.monotonic() + RULE_KIND_RECHECK_SECONDS
+        return
+    _slo_rules[(namespace, name)] = digest
+
+
+def _digest(value: dict) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _update_finalizers(cluster: Cluster, body: dict, change) -> dict:
@@ -170,6 +222,7 @@ def _observe(cluster: Cluster, jobs: dict[str, dict], pod_problems: dict[str, tu
         if name not in jobs:  # removed after its TTL, or never created
             return recorded_outcome(status, name, hashes[name], condition)
         state = cluster.job_state(jobs[name])
+        metrics.observe_job(name, jobs[name], state)
         problem = pod_problems.get(jobs[name]["metadata"]["name"])
         return JobState("Running", *problem) if state.phase == "Running" and problem else state
 

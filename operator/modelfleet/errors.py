@@ -107,6 +107,11 @@ class KubernetesApiError(ModelfleetError):
         self.status = status
 
 
+def error_reason(error: BaseException) -> str:
+    """The CamelCase word that names an error in conditions and metrics: a ModelfleetError's reason, else its class."""
+    return error.reason if isinstance(error, ModelfleetError) else type(error).__name__
+
+
 def first_line(e: BaseException, limit: int = 500) -> str:
     """The first line of an exception's text: library errors are often pages long."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]

@@ -36,6 +36,8 @@ class OperatorSettings:
     # Triton servers a publish Job may reach (base URLs); a serverUrl elsewhere is refused, so a manifest
     # cannot point a Job at an arbitrary internal address.
     triton_servers: tuple[str, ...] = ()
+    # Multiplies every window of the generated SLO alert rules (1/60: hours become minutes), for tests and demos.
+    slo_window_scale: float = 1.0
 
 
 def _digest(value) -> str:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
+from modelfleet import metrics
 from modelfleet.api.compressedmodel import GROUP, VERSION
 from modelfleet.controller import echoes_own_write, reconcile, record_failure, settings_from_env
 from modelfleet.domain.lifecycle import needs_reconcile
@@ -94,6 +95,7 @@ async def model_changed(body, type, namespace: str, name: str, model_jobs: kopf.
     queue: WorkQueue = _state["queue"]
     if type == "DELETED":
         queue.forget((namespace, name))
+        metrics.forget_model(namespace, name)
         return
     queue.known.add((namespace, name))
     if needs_reconcile(type, body) and not echoes_own_write(body):

@@ -12,6 +12,8 @@ from modelfleet.domain.status import JobState, worker_failure
 from modelfleet.errors import KubernetesApiError, first_line
 
 PLURAL = "compressedmodels"
+MONITORING = "monitoring.coreos.com"  # prometheus-operator's API group (PrometheusRule)
+FIELD_MANAGER = "modelfleet-operator"
 log = logging.getLogger("modelfleet.k8s")
 
 
@@ -114,6 +116,29 @@ class Cluster:
         """Foreground: the Job object stays (with a deletionTimestamp) until its pods are gone."""
         try:
             self._batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground" if foreground else "Background")
+        except self._errors as e:
+            if e.status != 404:
+                raise
+
+    @_api_call
+    def apply_prometheus_rule(self, manifest: dict) -> bool:
+        """Create or update a PrometheusRule (server-side apply). False when the API server has no such kind:
+        the prometheus-operator CRDs are not installed."""
+        meta = manifest["metadata"]
+        try:
+            self._custom.patch_namespaced_custom_object(
+                MONITORING, "v1", meta["namespace"], "prometheusrules", meta["name"], manifest,
+                field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml")
+            return True
+        except self._errors as e:
+            if e.status == 404:  # apply creates a missing object: a 404 means the kind itself is unknown
+                return False
+            raise
+
+    @_api_call
+    def delete_prometheus_rule(self, namespace: str, name: str) -> None:
+        try:
+            self._custom.delete_namespaced_custom_object(MONITORING, "v1", namespace, "prometheusrules", name)
         except self._errors as e:
             if e.status != 404:
                 raise
