@@ -1,4 +1,4 @@
-"""The generated CompressedModel CRD: up to date, structural, and as strict as the pydantic model."""
+"""The generated CRDs (CompressedModel, EdgeDevice): up to date, structural, and as strict as the pydantic models."""
 
 import copy
 import re
@@ -10,12 +10,15 @@ import yaml
 from pydantic import ValidationError
 
 from modelfleet import crdgen
-from modelfleet.api.compressedmodel import (EDGE_PRECISION_RULE, MAX_NAME_LENGTH, NAME_TOO_LONG, CompressedModel,
-                                            Compression, Precision)
+from modelfleet.api.compressedmodel import (EDGE_PRECISION_RULE, MAX_NAME_LENGTH, NAME_TOO_LONG, WAVES_RULE,
+                                            CompressedModel, Compression, Precision)
+from modelfleet.api.edgedevice import EdgeDevice
 from modelfleet.api.paths import INPUT_URI_PATTERN, REPOSITORY_URI_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "crds" / f"{crdgen.CRD_NAME}.yaml"
+DEVICE_CRD_FILE = REPO / "crds" / crdgen.EDGE_DEVICE.file_name
+CANARY_RULE = "canary takes exactly one of count and percent"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +41,13 @@ def schema(version: dict) -> dict:
 def crd_validator(schema: dict) -> jsonschema.Draft4Validator:
     # Kubernetes reads OpenAPI v3.0 schemas, whose bounds (boolean exclusiveMinimum) are draft 4's.
     return jsonschema.Draft4Validator(_as_json_schema(schema))
+
+
+@pytest.fixture(scope="module", params=crdgen.KINDS, ids=lambda kind: kind.kind)
+def any_schema(request) -> dict:
+    """The committed schema of each kind in turn."""
+    (only,) = yaml.safe_load((REPO / "crds" / request.param.file_name).read_text())["spec"]["versions"]
+    return only["schema"]["openAPIV3Schema"]
 
 
 def _as_json_schema(node: dict) -> dict:
@@ -72,24 +82,44 @@ def _cel_rules(schema: dict) -> dict[str, list[dict]]:
 # --- up to date ---------------------------------------------------------------------------------
 
 
-def test_committed_crd_matches_the_models():
-    assert CRD_FILE.is_file(), f"{CRD_FILE} is missing; run `python -m modelfleet.crdgen`"
-    assert CRD_FILE.read_text() == crdgen.render(), (
-        f"{CRD_FILE.relative_to(REPO)} is out of date with modelfleet.api; run `python -m modelfleet.crdgen`"
+@pytest.mark.parametrize("kind", crdgen.KINDS, ids=lambda kind: kind.kind)
+def test_committed_crd_matches_the_models(kind):
+    path = REPO / "crds" / kind.file_name
+    assert path.is_file(), f"{path} is missing; run `python -m modelfleet.crdgen`"
+    assert path.read_text() == crdgen.render(kind), (
+        f"{path.relative_to(REPO)} is out of date with modelfleet.api; run `python -m modelfleet.crdgen`"
     )
 
 
-def test_check_passes_on_fresh_output_and_fails_with_a_hint_on_drift(tmp_path, capsys):
-    path = crdgen.write(tmp_path)
-    assert crdgen.main(["--check", "--out", str(tmp_path)]) == 0
+def test_one_file_per_kind_and_nothing_else_in_crds():
+    # hack/cluster.sh applies every file in crds/, so a stale one would reach the cluster too.
+    assert sorted(p.name for p in (REPO / "crds").iterdir()) == sorted(kind.file_name for kind in crdgen.KINDS)
 
-    path.write_text(path.read_text().replace("maxItems: 16", "maxItems: 17"))
-    assert crdgen.main(["--check", "--out", str(tmp_path)]) == 1
-    assert "run `python -m modelfleet.crdgen`" in capsys.readouterr().err
+
+@pytest.mark.parametrize(("kind", "old", "new"), [
+    (crdgen.COMPRESSED_MODEL, "maxItems: 16", "maxItems: 17"),
+    (crdgen.EDGE_DEVICE, "maxLength: 253", "maxLength: 254"),
+], ids=["CompressedModel", "EdgeDevice"])
+def test_check_passes_on_fresh_output_and_fails_with_a_hint_on_drift(kind, old, new, tmp_path, capsys):
+    paths = crdgen.write(tmp_path)
+    assert [p.name for p in paths] == [k.file_name for k in crdgen.KINDS]
+    crdgen.write_schemas(tmp_path / "schemas")
+    check = ["--check", "--out", str(tmp_path), "--schemas", str(tmp_path / "schemas")]
+    assert crdgen.main(check) == 0
+
+    path = tmp_path / kind.file_name
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    assert crdgen.main(check) == 1
+    err = capsys.readouterr().err
+    assert kind.file_name in err and "run `python -m modelfleet.crdgen`" in err
 
 
 def test_check_fails_when_the_crd_file_is_missing(tmp_path):
     assert crdgen.main(["--check", "--out", str(tmp_path / "nowhere")]) == 1
+    crdgen.write(tmp_path)
+    (tmp_path / crdgen.EDGE_DEVICE.file_name).unlink()
+    assert crdgen.main(["--check", "--out", str(tmp_path)]) == 1
 
 
 def test_render_starts_with_the_generated_header():
@@ -102,9 +132,9 @@ def test_render_starts_with_the_generated_header():
 FORBIDDEN_KEYWORDS = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "const", "title"}
 
 
-def test_schema_is_structural(schema):
+def test_schema_is_structural(any_schema):
     problems = []
-    for path, node in _schema_nodes(schema):
+    for path, node in _schema_nodes(any_schema):
         where = path or "<root>"
         problems += [f"{where}: has {key}" for key in FORBIDDEN_KEYWORDS & node.keys()]
         if "type" not in node and not (node.get("x-kubernetes-preserve-unknown-fields") or node.get("x-kubernetes-int-or-string")):
@@ -122,9 +152,9 @@ def test_metadata_is_left_to_kubernetes(schema):
     assert schema["required"] == ["spec"]
 
 
-def test_defaults_validate_against_their_own_schema(schema):
+def test_defaults_validate_against_their_own_schema(any_schema):
     # The API server refuses a CRD whose defaults do not validate.
-    defaults = [(path, node) for path, node in _schema_nodes(schema) if "default" in node]
+    defaults = [(path, node) for path, node in _schema_nodes(any_schema) if "default" in node]
     assert defaults, "expected some defaults, e.g. spec.benchmark.runs"
     for path, node in defaults:
         errors = list(jsonschema.Draft4Validator(_as_json_schema(node)).iter_errors(node["default"]))
@@ -133,7 +163,8 @@ def test_defaults_validate_against_their_own_schema(schema):
 
 def test_descriptions_reach_kubectl_explain(schema):
     described = {path for path, node in _schema_nodes(schema) if node.get("description")}
-    assert {".spec.source.uri", ".spec.targets.edge[].deviceSelector", ".status.conditions[].reason"} <= described
+    assert {".spec.source.uri", ".spec.targets.edge[].deviceSelector", ".spec.targets.edge[].rollout.waves",
+            ".status.conditions[].reason", ".status.rollouts[].failed"} <= described
 
 
 def test_optional_fields_are_nullable(schema):
@@ -150,11 +181,18 @@ def test_optional_fields_are_nullable(schema):
 # --- status, names, printer columns -----------------------------------------------------------
 
 
-def test_conditions_are_a_list_map_keyed_by_type(schema):
-    conditions = schema["properties"]["status"]["properties"]["conditions"]
+def test_conditions_are_a_list_map_keyed_by_type(any_schema):
+    conditions = any_schema["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert "type" in conditions["items"]["required"]
+
+
+def test_rollouts_are_a_list_map_keyed_by_target(schema):
+    # One entry per edge target, patched on its own: advancing a wave writes that entry, nothing per device.
+    rollouts = schema["properties"]["status"]["properties"]["rollouts"]
+    assert (rollouts["x-kubernetes-list-type"], rollouts["x-kubernetes-list-map-keys"]) == ("map", ["target"])
+    assert {"target", "version", "salt"} <= set(rollouts["items"]["required"])
 
 
 def test_status_is_a_subresource_with_only_the_operators_fields(version, schema):
@@ -162,7 +200,7 @@ def test_status_is_a_subresource_with_only_the_operators_fields(version, schema)
     assert version["subresources"] == {"status": {}}
     assert set(schema["properties"]["status"]["properties"]) == {"observedGeneration", "conditions", "artifacts",
                                                                   "evaluation", "chosen", "choices", "specHashes",
-                                                                  "retry"}
+                                                                  "retry", "rollouts"}
 
 
 def test_names_and_scope(crd):
@@ -206,6 +244,8 @@ def test_cel_rules_mirror_the_model_validators(schema):
         ".spec.source.inputs[]": ["batch dimension must be -1 (dynamic) or positive, other dimensions positive"],
         ".spec.targets.edge": ["edge target names must be unique"],
         ".spec.targets.edge[]": [EDGE_PRECISION_RULE],
+        ".spec.targets.edge[].rollout.canary": [CANARY_RULE],
+        ".spec.targets.edge[].rollout.waves": [WAVES_RULE],
         ".spec.targets.triton": ["tensorrt needs instanceGroup.kind GPU"],
     }
 
@@ -275,7 +315,12 @@ VALID = {
         "compression": {"precisions": ["fp16", "int8-static"]},
         "targets": {
             "triton": {"repository": "s3://triton", "modelName": "digits", "precision": "int8-static"},
-            "edge": [{"name": "phones", "runtime": "ncnn", "precision": "fp16"}, {"name": "pis", "runtime": "tflite"}],
+            "edge": [
+                {"name": "phones", "runtime": "ncnn", "precision": "fp16",
+                 "rollout": {"canary": {"percent": 5}, "waves": [20, 100], "bakeSeconds": 600,
+                             "failureThreshold": {"count": 2, "percent": 10}, "gates": {"maxP95Ms": 20}}},
+                {"name": "pis", "runtime": "tflite"},
+            ],
         },
         "slo": {"maxAccuracyDropPoints": 1.0, "latencyP95Ms": {"onnxruntime": 5.0}},
         "benchmark": {"runs": 50},
@@ -323,6 +368,29 @@ BAD_SPECS = [
         "batch dimension must be -1 (dynamic) or positive, other dimensions positive",
     ),
     ("unknown-field", ("sourceUri",), "s3://models/digits.onnx", "Extra inputs are not permitted", PRUNED),
+    # rollouts
+    ("waves-falling", ("targets", "edge", 0, "rollout", "waves"), [50, 20, 100], re.escape(WAVES_RULE), WAVES_RULE),
+    ("waves-repeated", ("targets", "edge", 0, "rollout", "waves"), [20, 20, 100], re.escape(WAVES_RULE), WAVES_RULE),
+    ("waves-short-of-100", ("targets", "edge", 0, "rollout", "waves"), [20, 60], re.escape(WAVES_RULE), WAVES_RULE),
+    ("no-waves", ("targets", "edge", 0, "rollout", "waves"), [], r"rollout\.waves", SCHEMA),
+    ("zero-wave", ("targets", "edge", 0, "rollout", "waves", 0), 0, r"rollout\.waves\.0", SCHEMA),
+    ("wave-over-100", ("targets", "edge", 0, "rollout", "waves", 0), 120, r"rollout\.waves\.0", SCHEMA),
+    ("canary-count-and-percent", ("targets", "edge", 0, "rollout", "canary"), {"count": 1, "percent": 5},
+     re.escape(CANARY_RULE), CANARY_RULE),
+    ("canary-empty", ("targets", "edge", 0, "rollout", "canary"), {}, re.escape(CANARY_RULE), CANARY_RULE),
+    ("canary-zero-percent", ("targets", "edge", 0, "rollout", "canary", "percent"), 0, r"rollout\.canary\.percent",
+     SCHEMA),
+    ("negative-bake", ("targets", "edge", 0, "rollout", "bakeSeconds"), -1, r"rollout\.bakeSeconds", SCHEMA),
+    ("threshold-over-100-percent", ("targets", "edge", 0, "rollout", "failureThreshold", "percent"), 150,
+     r"rollout\.failureThreshold\.percent", SCHEMA),
+    ("threshold-zero-count", ("targets", "edge", 0, "rollout", "failureThreshold", "count"), 0,
+     r"rollout\.failureThreshold\.count", SCHEMA),
+    ("zero-p95-gate", ("targets", "edge", 0, "rollout", "gates", "maxP95Ms"), 0, r"rollout\.gates\.maxP95Ms",
+     SCHEMA),
+    ("report-timeout-too-short", ("targets", "edge", 0, "rollout", "reportTimeoutSeconds"), 5,
+     r"rollout\.reportTimeoutSeconds", SCHEMA),
+    ("negative-retries", ("targets", "edge", 0, "rollout", "installRetries"), -1, r"rollout\.installRetries", SCHEMA),
+    ("paused-not-a-bool", ("targets", "edge", 0, "rollout", "paused"), "soon", r"rollout\.paused", SCHEMA),
 ]
 
 
@@ -363,3 +431,106 @@ def test_bad_spec_is_rejected(path, value, model_error, api_server, crd_validato
             messages = [rule["message"] for rules in _cel_rules(schema).values() for rule in rules]
             assert api_server in messages
 
+
+
+# --- EdgeDevice ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def device_version() -> dict:
+    (only,) = yaml.safe_load(DEVICE_CRD_FILE.read_text())["spec"]["versions"]
+    return only
+
+
+@pytest.fixture(scope="module")
+def device_schema(device_version) -> dict:
+    return device_version["schema"]["openAPIV3Schema"]
+
+
+def test_edge_device_names_and_scope():
+    crd = yaml.safe_load(DEVICE_CRD_FILE.read_text())
+    assert crd["metadata"]["name"] == "edgedevices.modelfleet.io"
+    assert (crd["spec"]["group"], crd["spec"]["scope"]) == ("modelfleet.io", "Namespaced")
+    assert crd["spec"]["names"] == {
+        "kind": "EdgeDevice",
+        "listKind": "EdgeDeviceList",
+        "plural": "edgedevices",
+        "singular": "edgedevice",
+        "shortNames": ["edev"],
+        "categories": ["modelfleet"],
+    }
+
+
+def test_edge_device_printer_columns_make_a_fleet_view(device_version):
+    columns = [(c["name"], c["type"], c["jsonPath"], c.get("priority", 0)) for c in device_version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Class", "string", r".metadata.labels.modelfleet\.io/class", 0),  # kubectl's escape for the dot in the key
+        ("Health", "string", ".status.health", 0),
+        ("Installed", "string", ".status.installed", 0),
+        ("P95ms", "number", ".status.p95Ms", 0),
+        ("Agent", "string", ".status.agentVersion", 1),  # -o wide
+        ("LastSeen", "date", ".status.lastSeen", 0),
+        ("Age", "date", ".metadata.creationTimestamp", 0),
+    ]
+    # Every status column names a field the schema has.
+    status = device_version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert {c["jsonPath"].split(".")[2] for c in device_version["additionalPrinterColumns"]
+            if c["jsonPath"].startswith(".status.")} <= set(status)
+
+
+def test_edge_device_status_is_a_subresource_with_targets_keyed_by_model_and_target(device_version, device_schema):
+    assert device_version["subresources"] == {"status": {}}
+    assert (device_version["name"], device_version["served"], device_version["storage"]) == ("v1alpha1", True, True)
+    status = device_schema["properties"]["status"]["properties"]
+    assert set(status) == {"observedGeneration", "conditions", "agentVersion", "lastSeen", "targets", "health",
+                           "installed", "p95Ms"}
+    targets = status["targets"]
+    assert (targets["x-kubernetes-list-type"], targets["x-kubernetes-list-map-keys"]) == ("map", ["model", "target"])
+    assert set(targets["items"]["properties"]) == {"model", "target", "installed", "previous", "health", "lastSmoke",
+                                                   "latency", "lastError"}
+    assert targets["items"]["properties"]["health"]["enum"] == ["Healthy", "Degraded", "Failed", "Unknown"]
+
+
+def test_edge_device_spec_is_optional_and_has_no_rules(device_schema):
+    # A device is enrolled with metadata (name, class label) alone; no rule reads its name.
+    assert "required" not in device_schema
+    assert device_schema["properties"]["metadata"] == {"type": "object"}
+    assert _cel_rules(device_schema) == {}
+
+
+def _device_examples() -> list[tuple[str, dict]]:
+    found = []
+    for path in sorted((REPO / "examples").glob("**/*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "EdgeDevice":
+                found.append((str(path.relative_to(REPO)), doc))
+    return found
+
+
+def test_edge_device_examples_validate_against_the_model_and_the_crd(device_schema):
+    examples = _device_examples()
+    assert examples, "examples/edge/edgedevice.yaml should hold an EdgeDevice with a reported status"
+    validator = jsonschema.Draft4Validator(_as_json_schema(device_schema))
+    for name, manifest in examples:
+        EdgeDevice.model_validate(manifest)
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(manifest)]
+        assert errors == [], f"{name} does not validate against the CRD"
+
+
+@pytest.mark.parametrize(("path", "value", "model_error"), [
+    (("metadata", "name"), "Pi_4", r"metadata\.name"),
+    (("status", "targets", 0, "health"), "Sick", r"status\.targets\.0\.health"),
+    (("status", "targets", 0, "installed", "bundleSha256"), "abc", r"bundleSha256"),
+    (("status", "targets", 0, "lastError"), {"reason": "download failed", "at": "2025-12-01T12:00:00Z"},
+     r"lastError\.reason"),
+    (("status", "targets", 0, "lastSmoke", "agreement"), 1.5, r"lastSmoke\.agreement"),
+    (("status", "targets", 0, "latency", "p95Ms"), -1, r"latency\.p95Ms"),
+], ids=["name", "health", "sha256", "reason", "agreement", "p95"])
+def test_bad_edge_device_is_rejected(path, value, model_error, device_schema):
+    (_, example), *_ = _device_examples()
+    manifest = mutated(example, path, value)
+    with pytest.raises(ValidationError, match=model_error):
+        EdgeDevice.model_validate(manifest)
+    if path[0] == "status":  # metadata.name is the API server's own check
+        validator = jsonschema.Draft4Validator(_as_json_schema(device_schema))
+        assert any(tuple(e.absolute_path)[:len(path)] == path for e in validator.iter_errors(manifest))

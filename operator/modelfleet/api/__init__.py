@@ -1,9 +1,10 @@
 """pydantic models of every resource and file format modelfleet reads or writes.
 
-The single source of truth: `crds/` is generated from these models (see `modelfleet.crdgen`).
+The single source of truth: `crds/` and `schemas/` are generated from these models (see `modelfleet.crdgen`).
 No I/O here.
 """
 
+from modelfleet.api.bundle import BundleFile, BundleManifest, BundleRef, DesiredState, SignedEnvelope, SmokeCheck
 from modelfleet.api.compressedmodel import (
     API_VERSION,
     GROUP,
@@ -15,10 +16,12 @@ from modelfleet.api.compressedmodel import (
     Compression,
     Condition,
     Dataset,
+    EdgeRolloutStatus,
     EdgeRuntime,
     EdgeTarget,
     Evaluation,
     Precision,
+    RolloutSpec,
     Source,
     SourceFormat,
     TensorSpec,
@@ -26,6 +29,7 @@ from modelfleet.api.compressedmodel import (
     TritonTarget,
     SLO,
 )
+from modelfleet.api.edgedevice import EdgeDevice, EdgeDeviceSpec, EdgeDeviceStatus
 from modelfleet.api.result import (
     AgreementResult,
     ArtifactResult,
@@ -47,6 +51,9 @@ __all__ = [
     "Artifact",
     "ArtifactResult",
     "BaselineResult",
+    "BundleFile",
+    "BundleManifest",
+    "BundleRef",
     "CalibrationMethod",
     "CompressedModel",
     "CompressedModelSpec",
@@ -54,6 +61,11 @@ __all__ = [
     "Compression",
     "Condition",
     "Dataset",
+    "DesiredState",
+    "EdgeDevice",
+    "EdgeDeviceSpec",
+    "EdgeDeviceStatus",
+    "EdgeRolloutStatus",
     "EdgeRuntime",
     "EdgeTarget",
     "Evaluation",
@@ -61,8 +73,11 @@ __all__ = [
     "LostCandidate",
     "Precision",
     "ResultManifest",
+    "RolloutSpec",
     "SLOVerdict",
     "SLOViolation",
+    "SignedEnvelope",
+    "SmokeCheck",
     "Source",
     "SourceFormat",
     "TargetChoice",

@@ -284,6 +284,120 @@ class TritonTarget(WireModel):
         return self
 
 
+class Canary(WireModel):
+    """The first wave: a few devices that get a new version before anyone else."""
+
+    # Mirrors _count_or_percent.
+    model_config = WireModel.model_config | {
+        "json_schema_extra": _cel("has(self.count) != has(self.percent)", "canary takes exactly one of count and percent")
+    }
+
+    count: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="This many devices: those with the lowest positions (a stable hash of the device name), "
+                    "fixed when the canary opens.",
+    )
+    percent: float | None = Field(
+        default=None, gt=0, le=100,
+        description="The devices whose position (a stable hash of the device name, 0 to 100) is below this percent.",
+    )
+
+    @model_validator(mode="after")
+    def _count_or_percent(self) -> "Canary":
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("canary takes exactly one of count and percent")
+        return self
+
+
+class FailureThreshold(WireModel):
+    """When a wave counts as breached, like AWS IoT Jobs' abortConfig and hawkBit's error threshold."""
+
+    count: int = Field(
+        default=1, ge=1, le=1_000_000,
+        description="A wave is breached once its failed devices reach this count and `percent` of the wave, "
+                    "whichever is the larger number: the count is the floor that keeps a small wave from "
+                    "breaching on no failure, the percent lets a large wave ride out a few offline devices.",
+    )
+    percent: float = Field(
+        default=5.0, ge=0, le=100,
+        description="Share of a wave's devices, in percent, whose failure breaches it (rounded up to whole "
+                    "devices; never below `count`). 0 leaves only the count.",
+    )
+
+
+class RolloutGates(WireModel):
+    """Figures the devices report that must hold while a rollout advances; a breach halts and rolls back."""
+
+    max_p95_ms: float | None = Field(
+        default=None, gt=0,
+        description="Largest allowed on-device p95 latency in milliseconds, read as the 95th percentile (nearest "
+                    "rank) over the updated devices' own p95s: with fewer than 20 devices, the slowest device. "
+                    "Unset: slo.latencyP95Ms of the target's runtime, and no latency gate when that is unset too.",
+    )
+    min_agreement: float = Field(
+        default=0.99, ge=-1, le=1,
+        description="Smallest allowed golden-set agreement (mean cosine similarity of the device's outputs with "
+                    "the bundle's reference outputs), read as the 5th percentile (nearest rank) over the updated "
+                    "devices: with fewer than 20 devices, the worst device.",
+    )
+
+
+# Mirrors RolloutSpec._waves_rise_to_100.
+WAVES_RULE = "waves must rise strictly and end at 100"
+
+
+class RolloutSpec(WireModel):
+    """How a new bundle reaches the devices of an edge target: a canary, then waves, each baked and gated.
+
+    Which wave a device is in follows from a stable hash of its name and the rollout's state, so opening a
+    wave is one status write, not one per device.
+    """
+
+    canary: Canary = Field(
+        default_factory=lambda: Canary(count=1),
+        description="The first wave. Default: one device.",
+    )
+    waves: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [10.0, 50.0, 100.0],
+        min_length=1,
+        max_length=20,
+        description="Share of the fleet, in percent, that has the new version once each wave after the canary "
+                    "is open (cumulative, canary included). Rises strictly and ends at 100. Default: 10, 50, 100.",
+        json_schema_extra=_cel("self.isSorted() && self.all(w, self.exists_one(v, v == w)) && "
+                               "self[self.size() - 1] == 100.0", WAVES_RULE),
+    )
+    bake_seconds: int = Field(
+        default=300, ge=0, le=7 * 86400,
+        description="How long each wave runs, after it opened, before the next one may open.",
+    )
+    failure_threshold: FailureThreshold = Field(
+        default_factory=FailureThreshold, description="When a wave counts as breached (checked for every open wave)."
+    )
+    gates: RolloutGates = Field(default_factory=RolloutGates, description="On-device latency and agreement gates.")
+    report_timeout_seconds: int = Field(
+        default=900, ge=60, le=7 * 86400,
+        description="A device that has neither installed the new version healthily nor failed this long after "
+                    "its wave opened (or after it enrolled, when later) counts as failed, so an offline device "
+                    "never holds a rollout forever.",
+    )
+    install_retries: int = Field(
+        default=3, ge=0, le=20,
+        description="Transient install failures (download, disk) a device retries, with backoff, before the "
+                    "install counts as failed. Permanent ones (bad signature, failed smoke test) count at once.",
+    )
+    paused: bool = Field(
+        default=False,
+        description="Open no further wave. A breach in the open waves still halts and rolls back.",
+    )
+
+    @field_validator("waves")
+    @classmethod
+    def _waves_rise_to_100(cls, waves: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(waves, waves[1:])) or waves[-1] != 100:
+            raise ValueError(f"{WAVES_RULE}, got {waves}")
+        return waves
+
+
 class EdgeTarget(WireModel):
     """A bundle for edge devices, built for one on-device runtime."""
 
@@ -310,6 +424,11 @@ class EdgeTarget(WireModel):
     device_selector: dict[str, str] = Field(
         default_factory=dict,
         description="Labels an EdgeDevice must carry to receive this bundle. Empty selects every device.",
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="How a new bundle reaches the selected devices. Default: one canary device, then waves of "
+                    "10, 50 and 100 percent, each baked 300 s, halted and rolled back on failures or gate breaches.",
     )
 
 
@@ -487,6 +606,45 @@ class Evaluation(WireModel):
     int8_size_bytes: int | None = Field(default=None, description="Size of the int8 artifact, for the printer column.")
 
 
+class EdgeRolloutStatus(WireModel):
+    """Rollout of one edge target: the state the rollout decisions read back, and what they counted.
+
+    No per-device entry: which wave a device is in follows from `salt`, `waveBounds` and a hash of its name.
+    """
+
+    target: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The edge target.")
+    version: int = Field(ge=1, le=(1 << 53) - 1, description="The bundle version being rolled out.")
+    previous_version: int | None = Field(
+        default=None, ge=1, le=(1 << 53) - 1,
+        description="The version devices fall back to: the last one rolled out completely. Unset: none yet.",
+    )
+    salt: str = Field(max_length=512, description="Hashed with each device name into its position (0 to 100).")
+    wave_bounds: list[float] = Field(
+        default_factory=list, max_length=21,
+        description="Upper position bound of each wave, the canary first, fixed when the canary opened.",
+    )
+    wave_opened_at: list[str] = Field(
+        default_factory=list, max_length=21, description="When each open wave opened, RFC 3339, the canary first.",
+    )
+    current_wave: int = Field(default=-1, ge=-1, description="Index of the last open wave (0: the canary; -1: none).")
+    halted: str | None = Field(
+        default=None, pattern=REASON_PATTERN,
+        description="Why the rollout halted (FailureThreshold, LatencyGate, AgreementGate); it stays halted "
+                    "until the version changes.",
+    )
+    message: str = Field(default="", max_length=32768, description="The last decision, for people.")
+    rolled_back: bool = Field(default=False, description="Devices are pointed back at previousVersion.")
+    completed: bool = Field(default=False, description="Every wave opened, baked and passed.")
+    desired: int = Field(default=0, ge=0, description="Devices the target's deviceSelector selects.")
+    updated: int = Field(default=0, ge=0, description="Devices that report the new version installed.")
+    healthy: int = Field(default=0, ge=0, description="Updated devices that report themselves healthy.")
+    failed: int = Field(
+        default=0, ge=0,
+        description="Devices of open waves that failed: unhealthy, install failed past its retries, or silent "
+                    "past reportTimeoutSeconds.",
+    )
+
+
 class CompressedModelStatus(WireModel):
     """Observed state, written by the operator."""
 
@@ -510,6 +668,8 @@ class CompressedModelStatus(WireModel):
         description="The value of the modelfleet.io/retry annotation the operator last honoured; setting the "
                     "annotation to a new value runs the failed stages once more.",
     )
+    rollouts: list[EdgeRolloutStatus] = Field(
+        default_factory=list, description="Per edge target, the rollout of its current bundle to the devices.")
 
 
 class ObjectMeta(WireModel):

@@ -49,15 +49,17 @@ def stage_hashes(model: CompressedModel) -> dict[str, str]:
     """Per stage, a short digest of what its outcome depends on; a new digest means a new Job.
 
     The compress digest also names the result directory, so only what changes the artifacts is in it:
-    the source, the data, the compression, the edge targets and the benchmark settings. Changing the
-    SLOs, the worker's resources, TTL or deadline, or artifactPolicy does not recompress. The publish
-    digest adds the Triton target (verification included) and its latency SLO: changing what is published
-    re-publishes the same artifacts. With precision auto it adds the SLOs the choice reads too (all but the
-    edge runtimes' latency budgets), since they decide which artifact is published.
+    the source, the data, the compression, the edge targets (but their rollout) and the benchmark settings.
+    Changing the SLOs, the worker's resources, TTL or deadline, artifactPolicy or a rollout does not
+    recompress. The publish digest adds the Triton target (verification included) and its latency SLO:
+    changing what is published re-publishes the same artifacts. With precision auto it adds the SLOs the
+    choice reads too (all but the edge runtimes' latency budgets), since they decide which artifact is
+    published.
     """
     spec = model.spec.model_dump(mode="json", by_alias=True)
-    compress = _digest({**{k: spec[k] for k in ("source", "dataset", "compression", "benchmark")},
-                        "edge": spec["targets"]["edge"]})
+    # A rollout policy decides when devices get a bundle, not what is built: pausing one recompresses nothing.
+    edge = [{k: v for k, v in target.items() if k != "rollout"} for target in spec["targets"]["edge"]]
+    compress = _digest({**{k: spec[k] for k in ("source", "dataset", "compression", "benchmark")}, "edge": edge})
     triton = spec["targets"]["triton"]
     publish_inputs = {"compress": compress, "triton": triton, "latencySLO": spec["slo"]["latencyP95Ms"]["triton"]}
     if triton and triton["precision"] == AUTO:

@@ -157,12 +157,16 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
             verdict=verdict,
             notes=notes,
             choices=choices,
-            tradeoff=TRADEOFF_FILE,
+            tradeoff=TRADEOFF_FILE if results else None,  # nothing to plot when every artifact failed
             duration_seconds=round(time.monotonic() - started, 3),
         )
-        plot_tradeoff(manifest, spec.slo, staging / TRADEOFF_FILE)
+        if results:
+            plot_tradeoff(manifest, spec.slo, staging / TRADEOFF_FILE)
         _publish(staging, output, [r.name for r in results])
-        (staging / TRADEOFF_FILE).replace(output / TRADEOFF_FILE)
+        if results:
+            (staging / TRADEOFF_FILE).replace(output / TRADEOFF_FILE)
+        else:
+            (output / TRADEOFF_FILE).unlink(missing_ok=True)  # a previous run's picture would tell another story
         atomic_write_text(output / RESULT_FILE, manifest.model_dump_json(by_alias=True, exclude_none=True, indent=2))
         progress.step("done", f"{len(results)} artifacts, {len(outcome.failures)} failures, "
                               f"SLO {'met' if verdict.passed else 'missed'} -> {output / RESULT_FILE}")
