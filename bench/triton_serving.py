@@ -24,7 +24,7 @@ import numpy as np
 from modelfleet.api.compressedmodel import TritonTarget
 from modelfleet.pipeline import measure
 from modelfleet.pipeline.run import compress
-from modelfleet.pipeline.runtimes import OnnxRuntimeRunner
+from modelfleet.runtimes import OnnxRuntimeRunner
 from modelfleet.progress import Progress
 from modelfleet.publish.triton import publish
 from pipeline import prepare_digits, prepare_mobilenet, resource

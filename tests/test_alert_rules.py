@@ -27,12 +27,14 @@ DIGITS = {"namespace": "shop", "name": "digits", "triton_model": "digits", "late
 # Rule files the promtool tests name in `rule_files:`; the fleet's is the committed file itself.
 RULE_FILES = {
     "fleet.rules.yaml": lambda: yaml.safe_load((DEPLOY / rulegen.GROUPS_FILE).read_text())["groups"],
+    "fleet-scaled.rules.yaml": lambda: alerts.fleet_groups(scale=1 / 60),
     "model.rules.yaml": lambda: alerts.model_groups(**DIGITS),
     "model-scaled.rules.yaml": lambda: alerts.model_groups(**DIGITS, windows=alerts.Windows().scaled(1 / 60)),
 }
 PROMTOOL_TEST_FILES = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
 VARIANTS = {
     "fleet": alerts.fleet_groups(),
+    "fleet, scaled windows, other jobs": alerts.fleet_groups("mf-operator", 1 / 60, "mf-gateway"),
     "model": alerts.model_groups(**DIGITS),
     "model without a latency SLO": alerts.model_groups(**(DIGITS | {"latency_p95_seconds": None})),
     "model, scaled windows": alerts.model_groups(**DIGITS, windows=alerts.Windows().scaled(1 / 60)),
@@ -220,6 +222,18 @@ def test_the_service_monitor_fits_its_crd(prometheus_operator_crds):
     assert service["spec"]["selector"].items() <= operator["spec"]["template"]["metadata"]["labels"].items()
 
 
+def test_the_gateway_service_monitor_fits_its_crd_and_names_the_gateway_job(prometheus_operator_crds):
+    schema = _crd_schema(prometheus_operator_crds, "monitoring.coreos.com_servicemonitors.yaml")
+    (monitor,) = yaml.safe_load_all((DEPLOY / "gateway-servicemonitor.yaml").read_text())
+    _validate(monitor, schema)
+    # No Service of its own: the gateway's (named modelfleet-gateway, the job label the alerts watch) is assumed.
+    assert monitor["metadata"]["name"] == alerts.GATEWAY_JOB
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": alerts.GATEWAY_JOB}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["scheme"], endpoint["honorLabels"]) == (
+        "metrics", "/metrics", "http", True)
+
+
 # --- the rules themselves (pure) ----------------------------------------------------------------------------------
 
 
@@ -328,6 +342,49 @@ def test_fleet_rules_watch_the_given_operator_job_and_scale():
     assert down["for"] == "10s"
     (errors,) = _by_name(groups, "ModelfleetReconcileErrors")
     assert 'job="mf-operator"' in errors["expr"] and "[15s]" in errors["expr"]
+
+
+def test_fleet_rules_watch_the_given_gateway_job_and_scale():
+    groups = alerts.fleet_groups(scale=1 / 60, gateway_job="mf-gateway")
+    (down,) = _by_name(groups, "ModelfleetGatewayDown")
+    assert down["expr"] == 'up{job="mf-gateway"} == 0\nor absent(up{job="mf-gateway"})'
+    assert (down["labels"], down["for"]) == ({"job": "mf-gateway", "severity": "page"}, "5s")
+    (errors,) = _by_name(groups, "ModelfleetGatewayErrors")
+    assert errors["expr"].count('job="mf-gateway"') == 2 and "[5s]" in errors["expr"]
+    assert (errors["labels"]["severity"], errors["for"]) == ("ticket", "10s")
+    (failing,) = _by_name(groups, "ModelfleetRolloutDevicesFailing")
+    assert failing["for"] == "15s"
+
+
+@pytest.mark.parametrize(("alert", "sli", "severity", "conditions"), [
+    ("ModelfleetEdgeLatencyBudgetBurn", "latency", "page", [("1h", "5m", "0.72"), ("6h", "30m", "0.3")]),
+    ("ModelfleetEdgeLatencyBudgetBurn", "latency", "ticket", [("1d", "2h", "0.15"), ("3d", "6h", "0.05")]),
+    ("ModelfleetEdgeAgreementBudgetBurn", "agreement", "page", [("1h", "5m", "0.72"), ("6h", "30m", "0.3")]),
+    ("ModelfleetEdgeAgreementBudgetBurn", "agreement", "ticket", [("1d", "2h", "0.15"), ("3d", "6h", "0.05")]),
+])
+def test_edge_burn_rate_alerts_read_the_devices_share_over_both_windows(alert, sli, severity, conditions):
+    (rule,) = [r for r in _by_name(alerts.fleet_groups(), alert) if r["labels"]["severity"] == severity]
+    ratio = f"modelfleet:edge_{sli}_errors:ratio_avg"
+    assert rule["expr"] == "\n or ".join(f"({ratio}{long} > {x}\n   and {ratio}{short} > {x})"
+                                          for long, short, x in conditions)
+    assert rule["labels"] == {"slo": f"edge-{sli}", "severity": severity}
+    assert "for" not in rule
+
+
+@pytest.mark.parametrize(("sli", "errors", "of"), [("latency", "slow", "measured"),
+                                                   ("agreement", "disagreeing", "updated")])
+def test_the_edge_slis_are_device_shares_averaged_over_every_window(sli, errors, of):
+    groups = alerts.fleet_groups()
+    share = f"modelfleet:edge_devices_{errors}:ratio"
+    (record,) = _by_name(groups, share)
+    assert record["expr"] == (
+        f'sum by (namespace, name, target) (modelfleet_rollout_devices{{state="{errors}"}})\n'
+        f'/ (sum by (namespace, name, target) (modelfleet_rollout_devices{{state="{of}"}}) > 0)')
+    for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+        (ratio,) = _by_name(groups, f"modelfleet:edge_{sli}_errors:ratio_avg{window}")
+        assert ratio["expr"] == f"avg_over_time({share}[{window}])"
+    scaled = {r["record"] for r in _rules(alerts.fleet_groups(scale=1 / 60)) if "record" in r}
+    assert {f"modelfleet:edge_{sli}_errors:ratio_avg1m", f"modelfleet:edge_{sli}_errors:ratio_avg5s"} <= scaled
 
 
 def test_the_model_rule_is_owned_by_its_compressed_model():

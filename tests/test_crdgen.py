@@ -200,7 +200,7 @@ def test_status_is_a_subresource_with_only_the_operators_fields(version, schema)
     assert version["subresources"] == {"status": {}}
     assert set(schema["properties"]["status"]["properties"]) == {"observedGeneration", "conditions", "artifacts",
                                                                   "evaluation", "chosen", "choices", "specHashes",
-                                                                  "retry", "rollouts"}
+                                                                  "retry", "bundles", "rollouts"}
 
 
 def test_names_and_scope(crd):

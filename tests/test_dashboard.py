@@ -84,3 +84,16 @@ def test_the_panels_the_slo_review_needs_are_there(board):
         assert series in exprs, series
     (chosen,) = [p for p in board["panels"] if p["title"] == "Chosen artifacts"]
     assert chosen["type"] == "table" and chosen["targets"][0]["format"] == "table"
+
+
+def test_the_edge_fleet_row_shows_devices_rollouts_device_latency_and_halts(board):
+    rows = dashboard.row_targets(board)
+    assert dashboard.EDGE_ROW in {panel["title"] for panel in board["panels"] if panel["type"] == "row"}
+    exprs = "\n".join(t["expr"] for row, _, t in rows if row == dashboard.EDGE_ROW)
+    for series in ("modelfleet_fleet_devices{", "modelfleet_rollout_wave", "modelfleet_rollout_devices",
+                   "modelfleet_fleet_device_latency_p95_seconds_bucket", "modelfleet_rollout_halted",
+                   'modelfleet_gateway_request_duration_seconds_count{job="modelfleet-gateway"}'):
+        assert series in exprs, series
+    assert "histogram_quantile(0.95" in exprs
+    # Every panel follows its row: the rows' queries are the dashboard's queries.
+    assert [(title, t) for _, title, t in rows] == dashboard.targets(board)

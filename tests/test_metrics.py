@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import deep_update, digits_example
 
 from modelfleet import __version__, controller, metrics
-from modelfleet.api.compressedmodel import CompressedModel
+from modelfleet.api.compressedmodel import CompressedModel, EdgeRolloutStatus
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain.lifecycle import FINALIZER
 from modelfleet.domain.plan import COMPRESS, OperatorSettings, result_uri, stage_hashes, worker_job
@@ -49,9 +49,19 @@ DOCUMENTED = {
     "modelfleet_model_slo_latency_p95_seconds": ("gauge", MODEL | {"runtime"}),
     "modelfleet_model_slo_max_accuracy_drop_ratio": ("gauge", MODEL),
     "modelfleet_target_chosen_info": ("gauge", MODEL | {"target", "runtime", "artifact"}),
+    "modelfleet_rollout_version": ("gauge", MODEL | {"target"}),
+    "modelfleet_rollout_wave": ("gauge", MODEL | {"target"}),
+    "modelfleet_rollout_devices": ("gauge", MODEL | {"target", "state"}),
+    "modelfleet_rollout_halted": ("gauge", MODEL | {"target", "reason"}),
+    "modelfleet_rollout_rolled_back": ("gauge", MODEL | {"target"}),
+    "modelfleet_rollout_completed": ("gauge", MODEL | {"target"}),
 }
+ROLLOUTS = [EdgeRolloutStatus(target="phones", version=3, previous_version=2, salt="s", current_wave=1, desired=40,
+                              updated=9, healthy=7, failed=2, measured=8, slow=3, disagreeing=1, halted="LatencyGate",
+                              rolled_back=True)]
 UNITS = ("_seconds", "_bytes", "_ratio", "_info")  # counters end in _total on the wire (the parser strips it)
-UNITLESS = {"modelfleet_models", "modelfleet_model_ready", "modelfleet_model_slo_met", "modelfleet_artifact_slo_met"}
+UNITLESS = {"modelfleet_models", "modelfleet_model_ready", "modelfleet_model_slo_met", "modelfleet_artifact_slo_met",
+            *(name for name in DOCUMENTED if name.startswith("modelfleet_rollout_"))}
 
 
 def spec(changes: dict | None = None):
@@ -262,7 +272,7 @@ def series(family) -> dict:
 
 def test_every_family_has_help_its_type_a_unit_suffix_and_the_documented_labels(served):
     m, scrape, _ = served
-    m.record_model("team-a", "digits", spec(), result(), "True")
+    m.record_model("team-a", "digits", spec(), result(), "True", ROLLOUTS)
     with pytest.raises(KeyError), m.observe_reconcile():
         raise KeyError("x")
     finished = job([("Complete", "CompletionsReached", "2999-01-01T00:00:10Z")], start="2999-01-01T00:00:00Z",
@@ -339,8 +349,8 @@ def test_metrics_are_served_gzipped_when_asked_and_nothing_else_is_served(served
 class InMemoryCluster:
     """Just enough of modelfleet.k8s.Cluster for one reconcile, in memory (no API server here)."""
 
-    def __init__(self, body: dict, jobs: list[dict] = (), fail: Exception | None = None):
-        self.body, self._jobs, self.fail, self.created = body, list(jobs), fail, []
+    def __init__(self, body: dict, jobs: list[dict] = (), fail: Exception | None = None, devices: list[dict] = ()):
+        self.body, self._jobs, self.fail, self.created, self.devices = body, list(jobs), fail, [], list(devices)
 
     def get_model(self, namespace, name):
         if self.fail:
@@ -349,6 +359,9 @@ class InMemoryCluster:
 
     def jobs(self, namespace, name):
         return self._jobs
+
+    def edge_devices(self, namespace):
+        return self.devices
 
     def create_job(self, manifest):
         self.created.append(manifest)
@@ -430,3 +443,22 @@ def test_the_instrumented_reconcile_moves_the_counters_records_the_model_and_for
     assert FINALIZER in cluster.body["metadata"]["finalizers"]
     controller.reconcile(cluster, settings, namespace, "digits")
     assert metrics.DEFAULT.registry.get_sample_value("modelfleet_model_ready", labels) is None
+
+
+def test_rollouts_are_series_per_target_and_keep_until_the_next_record(served):
+    m, scrape, _ = served
+    m.record_model("team-a", "digits", spec(), result(), "True", ROLLOUTS)
+    m.record_ready("team-a", "digits", "False")  # a failed reconcile does not forget the rollouts
+    families = scrape()
+    target = (("name", "digits"), ("namespace", "team-a"), ("target", "phones"))
+    assert series(families["modelfleet_rollout_version"]) == {target: 3.0}
+    assert series(families["modelfleet_rollout_wave"]) == {target: 1.0}
+    assert series(families["modelfleet_rollout_devices"]) == {
+        tuple(sorted((*target, ("state", state)))): count for state, count in
+        (("desired", 40.0), ("updated", 9.0), ("healthy", 7.0), ("failed", 2.0), ("measured", 8.0), ("slow", 3.0),
+         ("disagreeing", 1.0))}
+    assert series(families["modelfleet_rollout_halted"]) == {
+        (("name", "digits"), ("namespace", "team-a"), ("reason", "LatencyGate"), ("target", "phones")): 1.0}
+    assert series(families["modelfleet_rollout_rolled_back"]) == {target: 1.0}
+    m.record_model("team-a", "digits", spec(), result(), "True", [])
+    assert all(not family.samples for name, family in scrape().items() if name.startswith("modelfleet_rollout_"))

@@ -51,6 +51,23 @@ def _parser() -> argparse.ArgumentParser:
     compress = worker_commands.add_parser("compress", help="run the pipeline and write result.json (no gate exit code)")
     _pipeline_arguments(compress)
     compress.set_defaults(handler=_worker_compress)
+    bundle = worker_commands.add_parser(
+        "bundle", help="build and sign the edge bundles of a compress result whose gate passed")
+    bundle.add_argument("-f", "--filename", type=Path, required=True,
+                        help="CompressedModel manifest (YAML), or env:NAME to read it from an environment variable")
+    bundle.add_argument("-r", "--result", type=_location, required=True,
+                        help="directory holding result.json and the artifacts (a path, file://, pvc:// or s3:// URI)")
+    bundle.add_argument("-o", "--output", type=_location, required=True,
+                        help="bundles root, <artifacts>/<namespace>/<model>/bundles (a path, file://, pvc:// or "
+                             "s3://); each bundle goes to <output>/<target>/<version>/")
+    bundle.add_argument("--version", action="append", default=[], metavar="TARGET=N", dest="versions",
+                        help="edge target and the bundle version to build for it (repeatable; at least one)")
+    bundle.add_argument("--key", type=Path, default=None,
+                        help="ed25519 signing key, PKCS #8 PEM (default: "
+                             "/var/run/modelfleet/bundle-signing/signing-key.pem)")
+    bundle.add_argument("--valid-days", type=int, default=90, help="days until the manifests expire (default 90)")
+    bundle.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    bundle.set_defaults(handler=_worker_bundle)
 
     publish = commands.add_parser("publish", help="deliver built artifacts")
     publish_commands = publish.add_subparsers(required=True, metavar="TARGET")
@@ -71,6 +88,28 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument("-v", "--verbose", action="store_true",
                           help="also log kopf's line for every handled watch event (several per resource)")
     operator.set_defaults(handler=_operator)
+
+    keys = commands.add_parser("keys", help="signing keys for edge bundles and desired states")
+    keys_commands = keys.add_subparsers(required=True, metavar="COMMAND")
+    generate = keys_commands.add_parser("generate", help="make an ed25519 key pair (PEM files)")
+    generate.add_argument("--out-private", type=Path, required=True,
+                          help="file for the private key (PKCS #8 PEM, mode 0600; refused when it exists)")
+    generate.add_argument("--out-public", type=Path, required=True,
+                          help="file for the public key (PEM), what agents trust (--bundle-keys, --state-keys)")
+    generate.set_defaults(handler=_keys_generate)
+
+    from modelfleet.agent.command import add_arguments as agent_arguments  # stdlib only: the parser stays cheap
+
+    agent = commands.add_parser("agent", help="run the device agent: poll the fleet gateway, install bundles")
+    agent_arguments(agent)
+    agent.set_defaults(handler=_agent)
+
+    from modelfleet.fleet.server import add_arguments as gateway_arguments  # stdlib only: the parser stays cheap
+
+    gateway = commands.add_parser("gateway", help="run the fleet gateway: enrolment, signed desired states, bundles "
+                                                  "and reports for edge devices")
+    gateway_arguments(gateway)
+    gateway.set_defaults(handler=_gateway)
 
     validate = commands.add_parser("validate", help="check a CompressedModel manifest without running anything")
     validate.add_argument("-f", "--filename", type=Path, required=True)
@@ -146,6 +185,7 @@ def _run(args) -> int:
 
 
 def _publish_triton(args) -> int:
+    from modelfleet.domain.choice import triton_artifact
     from modelfleet.errors import InvalidManifest
     from modelfleet.manifest import load_manifest
 
@@ -157,7 +197,8 @@ def _publish_triton(args) -> int:
     target = type(target).model_validate(target.model_dump(by_alias=True) | overrides)
     with _workdir(args.result) as result_dir:
         # The manifest's SLOs, not the ones result.json was judged by: changing the SLOs does not recompress.
-        result = _read_result(args.result, result_dir, model.spec, target)
+        result = _read_result(args.result, result_dir, model.spec, lambda r: _artifact_files(r, {
+            triton_artifact(r, target.precision)}))
         verdict = result.verdict
         if not verdict.passed:
             raise SLONotMet(f"{args.result}/result.json: the artifacts miss the SLOs ("
@@ -166,13 +207,18 @@ def _publish_triton(args) -> int:
     return 0
 
 
-def _read_result(location: Path | str, directory: Path, spec, target):
+def _artifact_files(result, names) -> list[str]:
+    """The files (and smoke data) of the named artifacts, relative to the result directory."""
+    return [f for a in result.artifacts if a.name in names for f in (*a.files, a.smoke) if f]
+
+
+def _read_result(location: Path | str, directory: Path, spec, wanted):
     """The result manifest, its choices and verdict made under `spec`'s SLOs; for s3://, downloaded with the
-    files publishing needs into `directory`."""
+    files `wanted(result)` names (relative paths) into `directory`."""
     from pydantic import ValidationError
 
     from modelfleet.api.result import ResultManifest
-    from modelfleet.domain.choice import rejudged, triton_artifact
+    from modelfleet.domain.choice import rejudged
     from modelfleet.errors import InvalidManifest, PermanentError
     from modelfleet.manifest import format_validation_error
     from modelfleet.pipeline.run import RESULT_FILE
@@ -192,9 +238,7 @@ def _read_result(location: Path | str, directory: Path, spec, target):
                               reason="InvalidResult") from e
     if isinstance(location, str):
         prefix = s3.parse(location)
-        published = triton_artifact(result, target.precision)
-        wanted = [a for a in result.artifacts if a.name == published]  # what publishing reads
-        for relative in [f for a in wanted for f in (*a.files, a.smoke) if f]:
+        for relative in dict.fromkeys(wanted(result)):
             s3.download(prefix.child(relative), confined(directory, relative, f"{location}/{RESULT_FILE}"),
                         permanent=PermanentError, missing_reason="ArtifactMissing")
         (directory / RESULT_FILE).write_text(text)
@@ -242,6 +286,44 @@ def _worker_compress(args) -> int:
     return 0
 
 
+def _worker_bundle(args) -> int:
+    from modelfleet.manifest import load_manifest
+    from modelfleet.progress import Progress
+    from modelfleet.publish import bundle
+
+    versions = bundle.parse_versions(args.versions)
+    key = bundle.load_signing_key(args.key or bundle.DEFAULT_KEY_PATH)  # a missing key fails before any download
+    model = load_manifest(args.filename)
+    progress = Progress(enabled=not args.quiet)
+    with _workdir(args.result) as result_dir:
+        # Planned before any download (s3://): a target without a chosen artifact stops the command here.
+        result = _read_result(args.result, result_dir, model.spec,
+                              lambda r: bundle.source_files(bundle.plan_bundles(model, r, versions)))
+        plans = bundle.plan_bundles(model, result, versions)
+        built = bundle.build(model, result, result_dir, plans, args.output, key, progress, valid_days=args.valid_days)
+    summary = " ".join(f"{b.target}={b.version}{' (unchanged)' if b.unchanged else ''}" for b in built)
+    print(f"bundles: {summary} -> {args.output}")
+    _termination_message(f"Bundled: {summary}")
+    return 0
+
+
+def _keys_generate(args) -> int:
+    from modelfleet import signing
+    from modelfleet.errors import PermanentError
+
+    key = signing.generate_private_key()
+    try:
+        # O_EXCL: never overwrite a key (a lost signing key strands every agent that trusts it); 0600 from the start.
+        fd = os.open(args.out_private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise PermanentError(f"{args.out_private}: {e.strerror}", reason="KeyNotWritten") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(signing.private_key_pem(key))
+    args.out_public.write_bytes(signing.public_key_pem(key))
+    print(f"key {signing.key_id(key)}: private {args.out_private}, public {args.out_public}")
+    return 0
+
+
 def _operator(args) -> int:
     import kopf
 
@@ -257,6 +339,18 @@ def _operator(args) -> int:
     kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or [],
              liveness_endpoint=args.liveness)
     return 0
+
+
+def _agent(args) -> int:
+    from modelfleet.agent.command import main as agent_main
+
+    return agent_main(args)
+
+
+def _gateway(args) -> int:
+    from modelfleet.fleet.server import run
+
+    return run(args)
 
 
 def _validate(args) -> int:

@@ -7,6 +7,8 @@ Jobs Kubernetes already removed, from what the status recorded). Every failure r
 (modelfleet.workqueue) requeues it and `record_failure` writes it into the status.
 """
 
+import base64
+import binascii
 import datetime
 import hashlib
 import json
@@ -16,18 +18,23 @@ import shutil
 import threading
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 from pydantic import ValidationError
 
 from modelfleet import metrics
-from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatus
+from modelfleet.api.bundle import MANIFEST_FILE, SignedEnvelope
+from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatus, EdgeBundleStatus
+from modelfleet.api.edgedevice import EdgeDevice
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain import feasibility
 from modelfleet.domain.lifecycle import FINALIZER, unhonoured_retry, with_finalizer, without_finalizer
-from modelfleet.domain.choice import summary
+from modelfleet.domain.choice import rejudged, summary
+from modelfleet.domain.edge import next_rollouts, wanted_bundles
 from modelfleet.domain.plan import (
-    COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, model_root_uri, result_uri, stage_hashes, worker_job,
+    BUNDLE, COMPRESS, HASH_LABEL, PUBLISH, STAGE_LABEL, OperatorSettings, bundle_digest, bundles_uri, model_root_uri,
+    result_uri, stage_hashes, worker_job,
 )
 from modelfleet.domain.alerts import Windows, model_rule_for, model_rule_name
 from modelfleet.domain.status import (
@@ -85,16 +92,18 @@ def echoes_own_write(body: dict) -> bool:
 
 
 def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name: str, body: dict | None = None,
-              jobs: list[dict] | None = None, pod_problems: dict[str, tuple[str, str]] | None = None) -> None:
+              jobs: list[dict] | None = None, pod_problems: dict[str, tuple[str, str]] | None = None,
+              devices: list[dict] | None = None) -> float | None:
     """`body`, when the caller has a fresh one (the resource's own watch event), saves a read; so do
-    `jobs`, the resource's Jobs as the operator's Job watch knows them (otherwise they are listed).
-    `pod_problems`: why a Job's pod cannot start, by Job name."""
+    `jobs`, the resource's Jobs as the operator's Job watch knows them (otherwise they are listed), and
+    `devices`, the namespace's EdgeDevices as the operator's watch knows them. `pod_problems`: why a Job's
+    pod cannot start, by Job name. Returns in how many seconds an edge rollout wants another look (None: not)."""
     started = time.monotonic()
     with metrics.observe_reconcile(), _locks[(namespace, name)]:  # a resource event and a Job event may arrive together
         body = body or cluster.get_model(namespace, name)
         if body is None:
             metrics.forget_model(namespace, name)
-            return
+            return None
         if body["metadata"].get("deletionTimestamp"):
             if FINALIZER in (body["metadata"].get("finalizers") or []):
                 clean_up(cluster, settings, body)
@@ -103,10 +112,11 @@ def reconcile(cluster: Cluster, settings: OperatorSettings, namespace: str, name
             _own_versions.pop((namespace, name), None)
             _slo_rules.pop((namespace, name), None)
             metrics.forget_model(namespace, name)
-            return
+            return None
         jobs = cluster.jobs(namespace, name) if jobs is None else jobs
-        ready = _reconcile(cluster, settings, body, jobs, pod_problems or {})
+        ready, look_in = _reconcile(cluster, settings, body, jobs, pod_problems or {}, devices)
     log.info("reconciled %s/%s in %.0f ms: Ready=%s", namespace, name, (time.monotonic() - started) * 1000, ready)
+    return look_in
 
 
 def record_failure(cluster: Cluster, namespace: str, name: str, error: Exception, failures: int,
@@ -128,7 +138,7 @@ def record_failure(cluster: Cluster, namespace: str, name: str, error: Exception
 
 
 def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: list[dict],
-               pod_problems: dict[str, tuple[str, str]]) -> str:
+               pod_problems: dict[str, tuple[str, str]], devices: list[dict] | None) -> tuple[str, float | None]:
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     status = _status(body)
@@ -137,26 +147,31 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: l
     except ValidationError as e:  # the CRD schema should have refused it; say why rather than crash
         ready = _write(cluster, body, status, decide_invalid(format_validation_error(e)), generation)[0]
         metrics.record_ready(namespace, name, ready)
-        return ready
+        return ready, None
     hashes = stage_hashes(model)
     output = result_uri(settings, namespace, name, hashes[COMPRESS])
-    current: dict[str, dict] = {}
-    superseded: set[str] = set()
+    by_stage: dict[str, list[dict]] = defaultdict(list)
     for job in sorted(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"])):
-        labels = job["metadata"].get("labels", {})
-        if labels.get(HASH_LABEL) == hashes.get(labels.get(STAGE_LABEL)):
-            current[labels[STAGE_LABEL]] = job  # the newest wins: a retry's Job comes after the one that failed
-        else:  # an earlier spec's Jobs; its published artifacts stay until the new ones pass the gate
-            superseded.add(labels.get(STAGE_LABEL))
-            if not job["metadata"].get("deletionTimestamp"):
-                # In the foreground: the Job stays until its pod has stopped, and a publish pod rolls back
-                # on SIGTERM, so the next publish of the same model never overlaps it.
-                cluster.delete_job(namespace, job["metadata"]["name"], foreground=True)
+        by_stage[job["metadata"].get("labels", {}).get(STAGE_LABEL)].append(job)
+    current, superseded = _current_jobs(cluster, namespace, by_stage, hashes, (COMPRESS, PUBLISH))
     retry = unhonoured_retry(body)
     observed = _observe(cluster, current, pod_problems, output, status, hashes, retry, PUBLISH in superseded)
+    bundles: list[EdgeBundleStatus] = []
+    if observed.result is not None and model.spec.targets.edge:
+        # The bundle Job's name follows from the versions, which follow from the result's choices.
+        judged = rejudged(observed.result, model.spec)
+        if judged.verdict.passed:
+            bundles = wanted_bundles(model.spec.targets.edge, judged.choices, hashes[COMPRESS], status.bundles,
+                                     status.rollouts)
+    if bundles:
+        hashes[BUNDLE] = bundle_digest(hashes[COMPRESS], bundles)
+    current.update(_current_jobs(cluster, namespace, by_stage, hashes, (BUNDLE,))[0])
+    if bundles:
+        observed = _observe_bundles(cluster, current, pod_problems, status, hashes, observed, bundles,
+                                    bundles_uri(settings, namespace, name))
     decision = decide(model, feasibility.problems(model, settings), observed, output)
     for stage in decision.create:  # first: a Job is what the user waits for
-        job = worker_job(model, meta["uid"], stage, settings, decision.attempt)
+        job = worker_job(model, meta["uid"], stage, settings, decision.attempt, observed.bundles)
         if cluster.create_job(job):
             again = f" (retry {decision.attempt!r})" if decision.attempt is not None else ""
             cluster.event(body, "Normal", "JobCreated", f"{stage} Job {job['metadata']['name']} created{again}")
@@ -167,12 +182,89 @@ def _reconcile(cluster: Cluster, settings: OperatorSettings, body: dict, jobs: l
     written = {body["metadata"]["resourceVersion"]} - {before}
     # A retry asked for is honoured once: when nothing had failed, there was nothing to run again.
     recorded = {"specHashes": hashes, **({"retry": retry} if retry is not None else {})}
+    if observed.bundles:
+        recorded["bundles"] = [b.to_wire() for b in observed.bundles]
+    look_in, rollouts = None, []
+    if model.spec.targets.edge and (observed.bundles or status.rollouts):
+        edge = next_rollouts(namespace, name, model.spec.targets.edge, model.spec.slo,
+                             observed.bundles or status.bundles, status.rollouts,
+                             _edge_devices(cluster, namespace, devices), _now())
+        decision.conditions += edge.conditions
+        rollouts = edge.rollouts
+        recorded["rollouts"] = [r.to_wire() for r in rollouts]
+        if edge.next_look:
+            look_in = max(1.0, (edge.next_look - _now()).total_seconds())
     ready, version = _write(cluster, body, status, decision, generation, recorded)
     _sync_slo_rule(cluster, settings, model, body["metadata"]["uid"])
-    metrics.record_model(namespace, name, model.spec, observed.result, ready)
+    metrics.record_model(namespace, name, model.spec, observed.result, ready, rollouts)
     if written or version:
         _own_versions[(namespace, name)] = written | ({version} if version else set())
-    return ready
+    return ready, look_in
+
+
+def _current_jobs(cluster: Cluster, namespace: str, by_stage: dict[str, list[dict]], hashes: dict[str, str],
+                  stages: tuple[str, ...]) -> tuple[dict[str, dict], set[str]]:
+    """Per stage, the Job of the current spec (the newest: a retry's Job comes after the one that failed), and
+    the stages that still have an earlier spec's Jobs, which are deleted (their published artifacts stay until
+    the new ones pass the gate)."""
+    current: dict[str, dict] = {}
+    superseded: set[str] = set()
+    for stage in stages:
+        for job in by_stage.get(stage, []):
+            if job["metadata"].get("labels", {}).get(HASH_LABEL) == hashes.get(stage):
+                current[stage] = job
+                continue
+            superseded.add(stage)
+            if not job["metadata"].get("deletionTimestamp"):
+                # In the foreground: the Job stays until its pod has stopped, and a publish pod rolls back
+                # on SIGTERM, so the next publish of the same model never overlaps it.
+                cluster.delete_job(namespace, job["metadata"]["name"], foreground=True)
+    return current, superseded
+
+
+def _observe_bundles(cluster: Cluster, jobs: dict[str, dict], pod_problems: dict[str, tuple[str, str]],
+                     status: CompressedModelStatus, hashes: dict[str, str], observed: Observed,
+                     bundles: list[EdgeBundleStatus], root: str) -> Observed:
+    """The bundle Job's state, and each wanted bundle's manifest digest once it is built."""
+    state = _stage_state(cluster, jobs, pod_problems, status, hashes, BUNDLE, "Bundled")
+    if state.phase == "Succeeded":
+        bundles = [b if b.manifest_sha256 else
+                   b.model_copy(update={"manifest_sha256": read_manifest_digest(f"{root}/{b.target}/{b.version}")})
+                   for b in bundles]
+    return replace(observed, bundle=state, bundles=tuple(bundles))
+
+
+def read_manifest_digest(bundle_uri: str) -> str | None:
+    """sha256 of a bundle's signed manifest payload (what desired states pin), or None when absent or invalid.
+    The signature is the gateway's to check: it holds the bundle keys."""
+    try:
+        text = read_text(f"{bundle_uri}/{MANIFEST_FILE}")
+    except OSError as e:
+        raise RetryableError(f"{bundle_uri}/{MANIFEST_FILE} cannot be read: {first_line(e)}") from e
+    if text is None:
+        return None
+    try:
+        payload = base64.b64decode(SignedEnvelope.model_validate_json(text).payload, validate=True)
+    except (ValidationError, binascii.Error, ValueError):
+        return None
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _edge_devices(cluster: Cluster, namespace: str, devices: list[dict] | None) -> list[EdgeDevice]:
+    """The namespace's EdgeDevices as models; one that does not parse is left out (and logged)."""
+    parsed = []
+    for body in cluster.edge_devices(namespace) if devices is None else devices:
+        try:
+            parsed.append(EdgeDevice.model_validate(
+                {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in body}))
+        except ValidationError as e:
+            log.warning("EdgeDevice %s/%s left out of rollouts: %s", namespace, body.get("metadata", {}).get("name"),
+                        first_line(e))
+    return parsed
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _sync_slo_rule(cluster: Cluster, settings: OperatorSettings, model: CompressedModel, uid: str) -> None:
@@ -219,18 +311,23 @@ def _observe(cluster: Cluster, jobs: dict[str, dict], pod_problems: dict[str, tu
              status: CompressedModelStatus, hashes: dict[str, str], retry: str | None,
              previous_publish_stopping: bool) -> Observed:
     def stage(name: str, condition: str) -> JobState:
-        if name not in jobs:  # removed after its TTL, or never created
-            return recorded_outcome(status, name, hashes[name], condition)
-        state = cluster.job_state(jobs[name])
-        metrics.observe_job(name, jobs[name], state)
-        problem = pod_problems.get(jobs[name]["metadata"]["name"])
-        return JobState("Running", *problem) if state.phase == "Running" and problem else state
+        return _stage_state(cluster, jobs, pod_problems, status, hashes, name, condition)
 
     compress, publish = stage(COMPRESS, "Compressed"), stage(PUBLISH, "Published")
     result = read_result(output) if compress.phase == "Succeeded" else None
     publication = read_publication(output) if publish.phase == "Succeeded" else None
     return Observed(compress=compress, result=result, publish=publish, publication=publication, retry=retry,
                     previous_publish_stopping=previous_publish_stopping)
+
+
+def _stage_state(cluster: Cluster, jobs: dict[str, dict], pod_problems: dict[str, tuple[str, str]],
+                 status: CompressedModelStatus, hashes: dict[str, str], stage: str, condition: str) -> JobState:
+    if stage not in jobs:  # removed after its TTL, or never created
+        return recorded_outcome(status, stage, hashes[stage], condition)
+    state = cluster.job_state(jobs[stage])
+    metrics.observe_job(stage, jobs[stage], state)
+    problem = pod_problems.get(jobs[stage]["metadata"]["name"])
+    return JobState("Running", *problem) if state.phase == "Running" and problem else state
 
 
 def read_result(output: str) -> ResultManifest | None:

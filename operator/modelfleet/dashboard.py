@@ -9,7 +9,10 @@ Rows: an overview (firing modelfleet alerts), the model and its SLOs (gate, Read
 p95 against their SLOs), targets and chosen artifacts, serving from Triton (latency quantiles against the p95
 SLO, requests and failures, the SLIs the burn-rate alerts read: `modelfleet:serving_*` recording rules of
 `modelfleet.domain.alerts`, one series per window), and the operator (up, models, reconciles, errors,
-durations, worker Jobs). `tests/test_slo_alerts_e2e.py` runs every query against a real Prometheus.
+durations, worker Jobs), and the edge fleet (devices by health and version from the fleet gateway, each edge
+target's rollout wave and device counts, the devices' p95 latency quantile from the gateway's gauge histogram,
+halted rollouts, gateway requests). `tests/test_slo_alerts_e2e.py` runs every query against a real Prometheus,
+the edge fleet's in `tests/test_fleet_alerts_e2e.py`.
 """
 
 import argparse
@@ -17,9 +20,9 @@ import json
 import sys
 from pathlib import Path
 
-from modelfleet.domain.alerts import OPERATOR_JOB
+from modelfleet.domain.alerts import GATEWAY_JOB, OPERATOR_JOB
 
-__all__ = ["DATASOURCE", "FILE", "UID", "VARIABLES", "build", "main", "render", "targets"]
+__all__ = ["DATASOURCE", "EDGE_ROW", "FILE", "UID", "VARIABLES", "build", "main", "render", "row_targets", "targets"]
 
 UID = "modelfleet"
 FILE = Path("deploy/grafana/modelfleet-dashboard.json")
@@ -30,6 +33,8 @@ VARIABLES = ("namespace", "name", "model")
 _MODEL = 'namespace=~"$namespace",name=~"$name"'
 _TRITON = 'model=~"$model"'
 _OPERATOR = f'job="{OPERATOR_JOB}"'
+_FLEET = 'namespace=~"$namespace",model=~"$name"'  # the gateway's series name the CompressedModel `model`
+EDGE_ROW = "Edge fleet: $namespace/$name"
 _WIDTH = 24  # Grafana's grid
 
 
@@ -148,6 +153,37 @@ def _rows() -> list[tuple[str, list[dict]]]:
                    "window (modelfleet:serving_request_errors:ratio_rate<window>). The budget is 0.1%.",
                    [_target(_sli_by_window("request"), "{{window}}")], unit="percentunit", width=12),
         ]),
+        (EDGE_ROW, [
+            _panel("timeseries", "Devices by health", "Devices running the model's edge targets, by the health "
+                   "they report and the bundle version they run, as the fleet gateway sees them "
+                   "(modelfleet_fleet_devices; an empty version: none installed).",
+                   [_target(f"sum by (target, version, health) (modelfleet_fleet_devices{{{_FLEET}}})",
+                            "{{target}} v{{version}} {{health}}")], width=6),
+            _panel("timeseries", "Rollout wave and devices", "Each edge target's rollout: the last open wave (0 is "
+                   "the canary), and its devices by state (desired, updated, healthy, failed, measured, slow, "
+                   "disagreeing), as the operator counts them.",
+                   [_target(f"modelfleet_rollout_wave{{{_MODEL}}}", "{{target}} wave"),
+                    _target(f"modelfleet_rollout_devices{{{_MODEL}}}", "{{target}} {{state}}")], width=6),
+            _panel("timeseries", "Device p95 latency (95th percentile over devices)", "The 95th percentile of "
+                   "the p95 latencies the devices measured with the bundle they run (a gauge histogram, one count "
+                   "per device, modelfleet_fleet_device_latency_p95_seconds), per target and version; the "
+                   "latency gate reads the same percentile.",
+                   [_target("histogram_quantile(0.95, sum by (le, target, version) "
+                            f"(modelfleet_fleet_device_latency_p95_seconds_bucket{{{_FLEET}}}))",
+                            "{{target}} v{{version}}")], unit="s", width=6),
+            _stat("Halted rollouts", "Edge targets whose rollout halted on a breach and whose devices were "
+                  "pointed back at the previous bundle (modelfleet_rollout_halted; ModelfleetRolloutHalted "
+                  "fires). 0: none.",
+                  [_target(f"sum(modelfleet_rollout_halted{{{_MODEL}}})", "halted")],
+                  defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                         {"color": "red", "value": 1}]},
+                            "color": {"mode": "thresholds"}}),
+            _panel("timeseries", "Gateway requests", f"Requests the fleet gateway (job {GATEWAY_JOB}) answered "
+                   "per second, by status code.",
+                   [_target(f'sum by (code) (rate(modelfleet_gateway_request_duration_seconds_count'
+                            f'{{job="{GATEWAY_JOB}"}}[$__rate_interval]))', "{{code}}")],
+                   unit="reqps", width=24, height=6),
+        ]),
         ("Operator", [
             _stat("Operator scraped", f"up of job {OPERATOR_JOB}: 0 or absent means the operator is down or "
                   "not scraped.", [_target(f"up{{{_OPERATOR}}}", "{{instance}}")],
@@ -206,8 +242,8 @@ def build() -> dict:
         "uid": UID,
         "title": "modelfleet",
         "description": "CompressedModels and their SLOs, the artifacts each target ships, Triton serving against "
-                       "the latency SLO, and the modelfleet operator's health. Generated by "
-                       "`python -m modelfleet.dashboard`.",
+                       "the latency SLO, the edge fleet's devices and rollouts, and the modelfleet operator's health. "
+                       "Generated by `python -m modelfleet.dashboard`.",
         "tags": ["modelfleet"],
         "editable": True,
         "graphTooltip": 1,
@@ -232,6 +268,16 @@ def build() -> dict:
 def targets(dashboard: dict) -> list[tuple[str, dict]]:
     """(panel title, target) for every query of the dashboard."""
     return [(panel["title"], target) for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def row_targets(dashboard: dict) -> list[tuple[str, str, dict]]:
+    """(row title, panel title, target) for every query of the dashboard (panels follow their row)."""
+    found, row = [], ""
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+        found += [(row, panel["title"], target) for target in panel.get("targets", [])]
+    return found
 
 
 def render() -> str:

@@ -32,7 +32,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from socketserver import ThreadingMixIn
@@ -45,7 +45,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from modelfleet import __version__
-from modelfleet.api.compressedmodel import CompressedModelSpec
+from modelfleet.api.compressedmodel import CompressedModelSpec, EdgeRolloutStatus
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain.choice import rejudged
 from modelfleet.domain.plan import MODEL_LABEL
@@ -98,6 +98,26 @@ FAMILIES: dict[str, tuple[Literal["gauge", "info"], tuple[str, ...], str]] = {
     "modelfleet_model_slo_max_accuracy_drop_ratio": (
         "gauge", MODEL, "The spec's largest allowed accuracy drop versus fp32 (spec.slo.maxAccuracyDropPoints), "
                         "from 0 to 1; absent for models judged by output fidelity."),
+    "modelfleet_rollout_version": (
+        "gauge", (*MODEL, "target"), "The bundle version an edge target is rolling out (or rolled out)."),
+    "modelfleet_rollout_wave": (
+        "gauge", (*MODEL, "target"), "Index of the last open wave of the edge target's rollout: 0 is the canary, "
+                                     "-1 before it opens."),
+    "modelfleet_rollout_devices": (
+        "gauge", (*MODEL, "target", "state"), "Devices of the edge target's rollout: desired (selected), updated "
+                                              "(on the new version), healthy (updated and healthy), failed (in open "
+                                              "waves: unhealthy, install failed or silent past the report timeout), "
+                                              "measured (updated, with their own p95), slow (measured, p95 over the "
+                                              "latency gate), disagreeing (updated, golden-set agreement below the "
+                                              "agreement gate)."),
+    "modelfleet_rollout_halted": (
+        "gauge", (*MODEL, "target", "reason"), "1 while the edge target's rollout is halted by a breach (reason: "
+                                               "FailureThreshold, LatencyGate or AgreementGate), 0 otherwise."),
+    "modelfleet_rollout_rolled_back": (
+        "gauge", (*MODEL, "target"), "1 while the devices of the edge target are pointed back at the previous "
+                                     "bundle, 0 otherwise."),
+    "modelfleet_rollout_completed": (
+        "gauge", (*MODEL, "target"), "1 once every wave of the edge target's rollout opened, baked and passed."),
     "modelfleet_target_chosen_info": (
         "info", (*MODEL, "target", "runtime", "artifact"), "The artifact each delivery target ships (value 1): "
                                                            "the fastest one meeting the SLOs, or the requested one."),
@@ -129,6 +149,23 @@ class Chosen:
 
 
 @dataclass(frozen=True)
+class RolloutFigures:
+    target: str
+    version: int
+    wave: int
+    desired: int
+    updated: int
+    healthy: int
+    failed: int
+    measured: int
+    slow: int
+    disagreeing: int
+    halted: str | None
+    rolled_back: bool
+    completed: bool
+
+
+@dataclass(frozen=True)
 class ModelFigures:
     """What the operator knows of one CompressedModel; None means not known (the series is absent)."""
 
@@ -138,6 +175,7 @@ class ModelFigures:
     slo_met: bool | None = None
     artifacts: tuple[ArtifactFigures, ...] = ()
     chosen: tuple[Chosen, ...] = ()
+    rollouts: tuple[RolloutFigures, ...] = ()
 
 
 def _ratio(percent: float | None) -> float | None:
@@ -145,10 +183,17 @@ def _ratio(percent: float | None) -> float | None:
 
 
 def model_figures(previous: ModelFigures, spec: CompressedModelSpec | None, result: ResultManifest | None,
-                  ready: str) -> ModelFigures:
-    """The view after a reconcile: `ready` is the Ready condition's status (True, False, Unknown); a spec or
-    result the reconcile did not have (None) leaves that part as it was, as the status keeps its artifacts."""
+                  ready: str, rollouts: Sequence[EdgeRolloutStatus] | None = None) -> ModelFigures:
+    """The view after a reconcile: `ready` is the Ready condition's status (True, False, Unknown); a spec,
+    result or rollouts the reconcile did not have (None) leave that part as it was, as the status keeps its
+    artifacts."""
     figures = replace(previous, ready={"True": True, "False": False}.get(ready))
+    if rollouts is not None:
+        figures = replace(figures, rollouts=tuple(
+            RolloutFigures(r.target, r.version, r.current_wave, r.desired, r.updated, r.healthy, r.failed, r.measured,
+                           r.slow, r.disagreeing, bounded_reason(r.halted) if r.halted else None, r.rolled_back,
+                           r.completed)
+            for r in rollouts))
     if spec is not None:
         budgets = spec.slo.latency_p95_ms.model_dump()
         figures = replace(figures, slo_latency_p95_seconds=tuple((runtime, ms / 1000) for runtime, ms in budgets.items()
@@ -192,6 +237,17 @@ def model_samples(namespace: str, name: str, figures: ModelFigures) -> Iterator[
         yield "modelfleet_artifact_slo_met", labels, float(a.slo_met)
     for c in figures.chosen:
         yield "modelfleet_target_chosen_info", (*model, c.target, c.runtime, c.artifact), 1.0
+    for r in figures.rollouts:
+        target = (*model, r.target)
+        yield "modelfleet_rollout_version", target, float(r.version)
+        yield "modelfleet_rollout_wave", target, float(r.wave)
+        for state, count in (("desired", r.desired), ("updated", r.updated), ("healthy", r.healthy),
+                             ("failed", r.failed), ("measured", r.measured), ("slow", r.slow),
+                             ("disagreeing", r.disagreeing)):
+            yield "modelfleet_rollout_devices", (*target, state), float(count)
+        yield "modelfleet_rollout_halted", (*target, r.halted or ""), float(r.halted is not None)
+        yield "modelfleet_rollout_rolled_back", target, float(r.rolled_back)
+        yield "modelfleet_rollout_completed", target, float(r.completed)
 
 
 def _escape(value: str) -> str:
@@ -333,14 +389,14 @@ class Metrics:
     # the per-resource view
 
     def record_model(self, namespace: str, name: str, spec: CompressedModelSpec | None, result: ResultManifest | None,
-                     ready: str) -> None:
+                     ready: str, rollouts: Sequence[EdgeRolloutStatus] | None = None) -> None:
         """After a reconcile: the spec (None when it did not validate), the result it read (None when there is
-        none now) and the Ready condition's status."""
+        none now), the Ready condition's status and the edge rollouts (None: unchanged)."""
         key = (namespace, name)
         with self._lock:
             previous = self._models.get(key, (ModelFigures(), {}))[0]
         # outside the lock: reconciles of one resource are serial
-        figures = model_figures(previous, spec, result, ready)
+        figures = model_figures(previous, spec, result, ready, rollouts)
         rendered = render_model(namespace, name, figures)
         with self._lock:
             self._models[key] = figures, rendered

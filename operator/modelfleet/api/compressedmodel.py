@@ -606,6 +606,23 @@ class Evaluation(WireModel):
     int8_size_bytes: int | None = Field(default=None, description="Size of the int8 artifact, for the printer column.")
 
 
+class EdgeBundleStatus(WireModel):
+    """The newest bundle of one edge target: its version, what it is built from, and its manifest once built.
+
+    Versions grow per resource and target and are recorded here before the bundle Job runs, so a restarted
+    operator assigns the same one, and a version is never given to other content.
+    """
+
+    target: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The edge target.")
+    version: int = Field(ge=1, le=(1 << 53) - 1, description="The bundle version.")
+    source: str = Field(max_length=512, description="What the bundle is built from: `<compress hash>/<artifact>`.")
+    artifact: str = Field(max_length=253, description="The artifact the bundle carries.")
+    manifest_sha256: str | None = Field(
+        default=None, pattern=SHA256_PATTERN,
+        description="sha256 of the signed manifest's payload once the bundle is built; unset while it is built.",
+    )
+
+
 class EdgeRolloutStatus(WireModel):
     """Rollout of one edge target: the state the rollout decisions read back, and what they counted.
 
@@ -635,6 +652,11 @@ class EdgeRolloutStatus(WireModel):
     message: str = Field(default="", max_length=32768, description="The last decision, for people.")
     rolled_back: bool = Field(default=False, description="Devices are pointed back at previousVersion.")
     completed: bool = Field(default=False, description="Every wave opened, baked and passed.")
+    changed_at: str | None = Field(
+        default=None,
+        description="When the devices' desired versions last changed (a wave opened, a halt, a new version), "
+                    "RFC 3339 to the millisecond: the fleet gateway's desired-state sequence never falls below it.",
+    )
     desired: int = Field(default=0, ge=0, description="Devices the target's deviceSelector selects.")
     updated: int = Field(default=0, ge=0, description="Devices that report the new version installed.")
     healthy: int = Field(default=0, ge=0, description="Updated devices that report themselves healthy.")
@@ -643,6 +665,10 @@ class EdgeRolloutStatus(WireModel):
         description="Devices of open waves that failed: unhealthy, install failed past its retries, or silent "
                     "past reportTimeoutSeconds.",
     )
+    measured: int = Field(default=0, ge=0, description="Updated devices that reported their own p95 latency.")
+    slow: int = Field(default=0, ge=0, description="Measured devices whose own p95 is over the latency gate.")
+    disagreeing: int = Field(
+        default=0, ge=0, description="Updated devices whose golden-set agreement is below the agreement gate.")
 
 
 class CompressedModelStatus(WireModel):
@@ -668,6 +694,8 @@ class CompressedModelStatus(WireModel):
         description="The value of the modelfleet.io/retry annotation the operator last honoured; setting the "
                     "annotation to a new value runs the failed stages once more.",
     )
+    bundles: list[EdgeBundleStatus] = Field(
+        default_factory=list, description="Per edge target, its newest signed bundle (built or being built).")
     rollouts: list[EdgeRolloutStatus] = Field(
         default_factory=list, description="Per edge target, the rollout of its current bundle to the devices.")
 

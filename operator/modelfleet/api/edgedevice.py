@@ -127,6 +127,8 @@ class DeviceMetadata(WireModel):
     namespace: str | None = Field(default=None, description="Namespace.")
     labels: dict[str, str] = Field(
         default_factory=dict, description=f"Labels; {CLASS_LABEL} names the device class.")
+    creation_timestamp: str | None = Field(default=None, description="When the device enrolled, RFC 3339 (set by "
+                                                                     "the API server).")
 
 
 class EdgeDevice(WireModel):

@@ -4,7 +4,11 @@ Two kinds:
 
 - `fleet_groups()`: one set for the whole installation, on the operator's own metrics (`modelfleet_*`,
   see `modelfleet.metrics`) and Triton's: the operator is down, reconciles or Jobs fail, a model's
-  artifacts miss their SLOs, a model is not Ready, a Triton model answers with errors.
+  artifacts miss their SLOs, a model is not Ready, a Triton model answers with errors; and the edge fleet: the
+  devices' own latency and golden-set agreement against the rollout gates as burn rates, a rollout halted
+  and rolled back, devices failing a rollout (the operator's `modelfleet_rollout_*`), and from the fleet
+  gateway's metrics (`modelfleet.fleet.metrics`): the gateway down or failing, devices Failed or Degraded,
+  stale devices, install failures.
   `deploy/prometheus/modelfleet-rules.yaml` is generated from it (`python -m modelfleet.rulegen`).
 - `model_rule()`: one PrometheusRule per CompressedModel served by Triton: multiwindow, multi-burn-rate
   alerts (the SRE workbook, chapter 5; what Sloth and Pyrra generate) on the serving-latency SLO and on
@@ -29,6 +33,13 @@ tritonserver 2.51 and Prometheus: requests all taking 30 ms against a 10 ms SLO 
 Without `summary_latencies=true` there is no latency SLI at all, and `ModelfleetServingLatencyNotMeasured`
 says so instead of staying silent.
 
+The on-device SLIs. The operator counts, per edge rollout, the updated devices whose own p95 (measured with the
+runtime that serves the model) is over the target's latency gate (`state="slow"` of `state="measured"`) and
+whose golden-set agreement is under the agreement gate (`state="disagreeing"` of `state="updated"`). The gates
+read the 95th and 5th percentiles over the devices, so the objective is 95% of the devices within the gate (a
+budget of 5%). Those counts are gauges, not counters: a window's error ratio is the share's average over the
+window (`avg_over_time`), and the same burn-rate windows and factors apply.
+
 Every alert carries a `severity` label (`page`: act now, users are hurt; `ticket`: act within a working
 day; `warning`: look when convenient) and the annotations `summary`, `description` and `runbook` (what to
 check, what to do). Window lengths and `for` durations scale with one factor, so an end-to-end test can
@@ -36,19 +47,20 @@ run the same rules in minutes instead of days.
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from modelfleet.api.compressedmodel import API_VERSION, CompressedModel
 from modelfleet.domain.plan import MANAGED_BY, MODEL_LABEL
 
 __all__ = [
-    "DEFAULT_QUANTILES", "OPERATOR_JOB", "SEVERITIES", "BurnRate", "Windows", "duration", "fleet_groups",
+    "DEFAULT_QUANTILES", "GATEWAY_JOB", "OPERATOR_JOB", "SEVERITIES", "BurnRate", "Windows", "duration", "fleet_groups",
     "fleet_rule", "model_groups", "model_rule", "model_rule_for", "model_rule_name", "rule_name",
 ]
 
 SEVERITIES = ("page", "ticket", "warning")
 OPERATOR_JOB = "modelfleet-operator"  # the `job` label of the operator's scrape target (its Service's name)
+GATEWAY_JOB = "modelfleet-gateway"  # the fleet gateway's (deploy/prometheus/gateway-servicemonitor.yaml)
 SYSTEM_NAMESPACE = "modelfleet-system"
 # What Triton's summaries report unless --metrics-config summary_quantiles says otherwise.
 DEFAULT_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
@@ -168,9 +180,11 @@ def rule_name(rule: dict) -> str:
 # --- fleet-wide ------------------------------------------------------------------------------------------------
 
 
-def fleet_groups(operator_job: str = OPERATOR_JOB, scale: float = 1.0) -> list[dict]:
-    """The installation-wide rule groups. `operator_job` is the `job` label Prometheus gives the operator's
-    target (a ServiceMonitor names it after the Service); `scale` multiplies every window and `for`."""
+def fleet_groups(operator_job: str = OPERATOR_JOB, scale: float = 1.0,
+                 gateway_job: str = GATEWAY_JOB) -> list[dict]:
+    """The installation-wide rule groups. `operator_job` and `gateway_job` are the `job` labels Prometheus gives
+    the operator's and the fleet gateway's targets (a ServiceMonitor names them after their Services); `scale`
+    multiplies every window and `for`, the edge burn-rate windows included."""
 
     def t(seconds: int) -> int:
         return _scaled(seconds, scale)
@@ -272,19 +286,209 @@ def fleet_groups(operator_job: str = OPERATOR_JOB, scale: float = 1.0) -> list[d
         {"name": "modelfleet-operator", "rules": operator},
         {"name": "modelfleet-models", "rules": models},
         {"name": "modelfleet-serving", "rules": serving},
+        {"name": "modelfleet-edge-rollouts", "rules": _rollout_rules(t, Windows().scaled(scale))},
+        {"name": "modelfleet-edge-gateway", "rules": _gateway_rules(gateway_job, t)},
     ]
 
 
 def fleet_rule(operator_job: str = OPERATOR_JOB, scale: float = 1.0,
-               namespace: str = SYSTEM_NAMESPACE) -> dict:
+               namespace: str = SYSTEM_NAMESPACE, gateway_job: str = GATEWAY_JOB) -> dict:
     """`fleet_groups()` as a prometheus-operator PrometheusRule."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": "modelfleet", "namespace": namespace,
                      "labels": {"app.kubernetes.io/name": "modelfleet", "app.kubernetes.io/component": "alerts"}},
-        "spec": {"groups": fleet_groups(operator_job, scale)},
+        "spec": {"groups": fleet_groups(operator_job, scale, gateway_job)},
     }
+
+
+# --- fleet-wide: edge rollouts and the fleet gateway -------------------------------------------------------------
+
+_ROLLOUT = ("namespace", "name", "target")  # one edge target of one CompressedModel
+_BUNDLE = "namespace, model, target"  # the gateway's per-bundle labels (modelfleet.fleet.metrics), versions summed
+# The device SLIs: which devices count as errors, of which (modelfleet_rollout_devices' `state`), and in words.
+_EDGE_SLIS = {
+    "latency": ("slow", "measured", "measured a p95 latency over the target's latency gate"),
+    "agreement": ("disagreeing", "updated", "agreed with the golden outputs less than the agreement gate allows"),
+}
+
+
+def _devices(state: str) -> str:
+    return f'sum by ({", ".join(_ROLLOUT)}) (modelfleet_rollout_devices{{state="{state}"}})'
+
+
+def _edge_share(sli: str) -> str:
+    return f"modelfleet:edge_devices_{_EDGE_SLIS[sli][0]}:ratio"
+
+
+def _edge_ratio_name(sli: str, window: int) -> str:
+    return f"modelfleet:edge_{sli}_errors:ratio_avg{duration(window)}"
+
+
+def _edge_burn_alerts(name: str, sli: str, objective: float, windows: Windows, runbook: str) -> list[dict]:
+    budget = 1 - objective
+    _, _, what = _EDGE_SLIS[sli]
+    alerts = []
+    for severity, burns in windows.by_severity().items():
+        longs, spelled = _burn_spelled(burns, budget)
+        alerts.append(_alert(
+            name, _burn_expr(lambda w: _edge_ratio_name(sli, w), burns, budget), severity,
+            "{{ $labels.namespace }}/{{ $labels.name }}: the devices of edge target {{ $labels.target }} burn its "
+            f"on-device {sli} error budget" + (" fast." if severity == "page" else "."),
+            f"On average {{{{ $value | humanizePercentage }}}} of the updated devices of edge target "
+            f"{{{{ $labels.target }}}} {what} over the last {longs} (each device's own measurement with the runtime "
+            f"that serves the model); the objective is {_num(100 * objective)}% of the devices within the gate, a "
+            f"budget of {_num(100 * budget)}%. Fires {spelled}.",
+            runbook, labels={"slo": f"edge-{sli}"}))
+    return alerts
+
+
+def _rollout_rules(t: Callable[[int], int], windows: Windows) -> list[dict]:
+    """The operator's view of each edge rollout (modelfleet_rollout_*): the on-device SLOs as burn rates, halts,
+    failing devices. The device counts are gauges, so a window's error ratio is the ratio's average over it."""
+    rules = []
+    for sli, (errors, of, _) in _EDGE_SLIS.items():
+        # No sample while no device counts (none updated or measured): a gap, not 0/0.
+        rules.append(_record(_edge_share(sli), f"{_devices(errors)}\n/ ({_devices(of)} > 0)"))
+        rules += [_record(_edge_ratio_name(sli, window), f"avg_over_time({_edge_share(sli)}[{duration(window)}])")
+                  for window in windows.lengths()]
+    look = ("kubectl -n {{ $labels.namespace }} get compressedmodel {{ $labels.name }} -o yaml: "
+            "status.rollouts (the target's version, wave, counts and message) and the RolledOut / RolloutHalted "
+            "conditions; kubectl -n {{ $labels.namespace }} get edgedevices (printer columns: installed version, "
+            "health, p95, agreement, last seen). ")
+    rules += _edge_burn_alerts(
+        "ModelfleetEdgeLatencyBudgetBurn", "latency", 0.95, windows,
+        look + "Per version: histogram_quantile(0.95, sum by (le, version) (modelfleet_fleet_device_latency_p95_seconds"
+        "_bucket{namespace=\"{{ $labels.namespace }}\",model=\"{{ $labels.name }}\",target=\"{{ $labels.target }}\"}))."
+        " A new version that is slower on the devices than in the pipeline's benchmark: the rollout gate halts it "
+        "(and rolls back) while it runs; after it completed, publish the previous choice again (pin "
+        "spec.targets.edge[].precision) and compare the benchmark hardware with the devices'. All "
+        "versions slow: the devices are loaded or throttled (one device class? look at the labels of the slow "
+        "EdgeDevices), or the gate (rollout.gates.maxP95Ms, else slo.latencyP95Ms of the runtime) is tighter "
+        "than the hardware allows.")
+    rules += _edge_burn_alerts(
+        "ModelfleetEdgeAgreementBudgetBurn", "agreement", 0.95, windows,
+        look + "The disagreeing devices' status.targets[].lastSmoke (agreement, error). One device class or "
+        "runtime version only: the runtime on those devices computes differently (an ncnn or LiteRT build, a "
+        "CPU feature); a new bundle: its quantization loses too much on the devices' runtime, so pin a higher "
+        "precision (spec.targets.edge[].precision) or recalibrate, then publish again. The gate itself is "
+        "rollout.gates.minAgreement.")
+    halted = duration(t(15 * _MINUTE))
+    rules += [
+        _alert(
+            "ModelfleetRolloutHalted", "modelfleet_rollout_halted == 1", "ticket",
+            "{{ $labels.namespace }}/{{ $labels.name }}: the rollout to edge target {{ $labels.target }} halted "
+            "({{ $labels.reason }}) and was rolled back.",
+            "The operator halted the rollout of a new bundle to edge target {{ $labels.target }} of CompressedModel "
+            "{{ $labels.namespace }}/{{ $labels.name }} on a breach ({{ $labels.reason }}) and pointed the devices "
+            "of its open waves back at the previous bundle (status.rollouts[].rolledBack; a first rollout has "
+            "none, and its devices keep what they had). No wave opens again until the version changes.",
+            look + "The reason says which gate: FailureThreshold (devices that failed to install, report "
+            "themselves unhealthy or stayed silent past rollout.reportTimeoutSeconds: their status.targets[]"
+            ".lastError, and sum by (reason) (modelfleet_fleet_install_failures_total)), LatencyGate (devices' own "
+            "p95 over the gate) or AgreementGate (golden-set agreement under rollout.gates.minAgreement). Check "
+            "that the devices are back on the previous version (modelfleet_fleet_devices by version). Fix the "
+            "cause, then roll out again with a new version (a spec change that compresses and publishes anew)."),
+        _alert(
+            "ModelfleetRolloutDevicesFailing",
+            f"{_devices('failed')}\n/ ({_devices('desired')} > 0) > 0.05", "ticket",
+            "{{ $labels.namespace }}/{{ $labels.name }}: {{ $value | humanizePercentage }} of the devices of edge "
+            "target {{ $labels.target }} fail the rollout.",
+            f"For {halted}, more than 5% of the devices edge target {{{{ $labels.target }}}} selects have failed in "
+            "the rollout's open waves (install failed past its retries, unhealthy, or silent past the report "
+            "timeout), below the wave's failure threshold or the rollout would have halted: the rollout goes on "
+            "and the failed devices keep their previous model.",
+            look + "The failed devices' status.targets[].lastError and last seen: offline devices (stale, see "
+            "ModelfleetFleetDevicesStale) or one reason for many (sum by (reason) "
+            "(increase(modelfleet_fleet_install_failures_total[1h]))). A bad bundle: pause the rollout "
+            "(spec.targets.edge[].rollout.paused: true) before the next wave opens.",
+            for_seconds=t(15 * _MINUTE)),
+    ]
+    return rules
+
+
+def _gateway_rules(gateway_job: str, t: Callable[[int], int]) -> list[dict]:
+    """The fleet gateway's own metrics (modelfleet.fleet.metrics): its health and the devices' as it sees them."""
+    job = _matchers({"job": gateway_job})
+    errors_window = duration(t(5 * _MINUTE))
+    failures_window = duration(t(_HOUR))
+    requests = "modelfleet_gateway_request_duration_seconds_count"
+    scrape = (f"the target of job {gateway_job} in Prometheus (Status > Targets), the metrics port (--metrics-port, "
+              "9090) and the ServiceMonitor (deploy/prometheus/gateway-servicemonitor.yaml)")
+    pods = ("kubectl -n modelfleet-system get deploy,pods -l app.kubernetes.io/name=modelfleet-gateway; the pods' "
+            "events and logs (kubectl logs --previous after a crash). ")
+    return [
+        _alert(
+            "ModelfleetGatewayDown", f"up{{{job}}} == 0\nor absent(up{{{job}}})", "page",
+            "A modelfleet fleet gateway is down or not scraped.",
+            f"Prometheus has had no successful scrape of a target of job {gateway_job} for "
+            f"{duration(t(5 * _MINUTE))} (or has no such target): devices behind it cannot enrol, fetch their "
+            "desired state or bundles, or report, so rollouts and rollbacks do not reach them. Devices keep "
+            "serving their active model.",
+            pods + "If they run, check the device port's TLS Secret and the API server's reachability (the "
+            f"gateway rebuilds its state from the EdgeDevices), then the scrape: {scrape}.",
+            for_seconds=t(5 * _MINUTE), labels={"job": gateway_job}),
+        _alert(
+            "ModelfleetGatewayErrors",
+            f'sum by (job) (rate({requests}{{{job},code=~"5.."}}[{errors_window}]))\n'
+            f"  / sum by (job) (rate({requests}{{{job}}}[{errors_window}])) > 0.05",
+            "ticket",
+            "The fleet gateway answers {{ $value | humanizePercentage }} of device requests with a 5xx.",
+            f"More than 5% of the requests to the fleet gateway (job {{{{ $labels.job }}}}) failed with a server "
+            f"error over the last {errors_window}: devices retry with backoff, so rollouts and reports slow down.",
+            "Which routes and codes: sum by (route, code) (rate(modelfleet_gateway_request_duration_seconds_count"
+            f"{{{job},code=~\"5..\"}}[5m])). 503 on bundle downloads: the artifact store (MODELFLEET_ARTIFACTS, "
+            "its credentials); 500 on reports: the API server (EdgeDevice status writes, "
+            "modelfleet_gateway_status_writes_total{result=\"Failed\"}, modelfleet_gateway_status_write_queue); "
+            "anything else: the gateway's log.",
+            for_seconds=t(10 * _MINUTE)),
+        _alert(
+            "ModelfleetFleetDevicesUnhealthy",
+            f'sum by ({_BUNDLE}) (modelfleet_fleet_devices{{health=~"Failed|Degraded"}})\n'
+            f"  / sum by ({_BUNDLE}) (modelfleet_fleet_devices) > 0.05",
+            "ticket",
+            "{{ $labels.namespace }}/{{ $labels.model }}: {{ $value | humanizePercentage }} of the devices of "
+            "edge target {{ $labels.target }} are Failed or Degraded.",
+            "More than 5% of the devices that run edge target {{ $labels.target }} of CompressedModel "
+            "{{ $labels.namespace }}/{{ $labels.model }} report themselves Failed or Degraded (all versions), "
+            f"for {duration(t(15 * _MINUTE))}.",
+            "By version and health: sum by (version, health) (modelfleet_fleet_devices{namespace=\"{{ "
+            "$labels.namespace }}\",model=\"{{ $labels.model }}\",target=\"{{ $labels.target }}\"}). One version: "
+            "its rollout's gates (ModelfleetRolloutHalted) or the bundle; every version: the devices themselves "
+            "(kubectl -n {{ $labels.namespace }} get edgedevices: health, last error; the agents' own /metrics).",
+            for_seconds=t(15 * _MINUTE)),
+        _alert(
+            "ModelfleetFleetDevicesStale",
+            "sum by (namespace) (modelfleet_fleet_devices_stale)\n"
+            "  / (sum by (namespace) (modelfleet_fleet_devices_enrolled) > 0) > 0.1",
+            "warning",
+            "{{ $labels.namespace }}: {{ $value | humanizePercentage }} of the enrolled devices stopped reporting.",
+            "More than 10% of the EdgeDevices in namespace {{ $labels.namespace }} have not reported for longer "
+            f"than the gateway's --stale-after (default 15m), for {duration(t(30 * _MINUTE))}. Their last figures "
+            "still count in the fleet's metrics, and in a rollout they count as failed once the report timeout "
+            "passes.",
+            "kubectl -n {{ $labels.namespace }} get edgedevices (last seen): many at once, of one site or device "
+            "class, is the network or the gateway's address as the devices see it; scattered ones are devices "
+            "switched off. Check the agents' logs (poll errors: TLS, credentials) and ModelfleetGatewayErrors.",
+            for_seconds=t(30 * _MINUTE)),
+        _alert(
+            "ModelfleetFleetInstallFailures",
+            f"sum by ({_BUNDLE}, reason) (increase(modelfleet_fleet_install_failures_total[{failures_window}])) "
+            "> 10",
+            "warning",
+            "{{ $labels.namespace }}/{{ $labels.model }}: devices of edge target {{ $labels.target }} fail to "
+            "install ({{ $labels.reason }}).",
+            f"Devices reported {{{{ $value | humanize }}}} install failures with reason {{{{ $labels.reason }}}} for "
+            f"edge target {{{{ $labels.target }}}} over the last {failures_window}: each leaves the device on its "
+            "previous model, and the agents retry with backoff.",
+            "The reason says where: a download or hash reason is the artifact store or the network; a signature, "
+            "key or expiry reason is the bundle signing keys (the agents' trusted keys, clocks: "
+            "--clock-skew) or an attack; a smoke-test reason is the bundle on that runtime (see "
+            "ModelfleetEdgeAgreementBudgetBurn). kubectl -n {{ $labels.namespace }} get edgedevices -o yaml: "
+            "status.targets[].lastError of the failing ones.",
+            for_seconds=t(15 * _MINUTE)),
+    ]
 
 
 # --- per CompressedModel: burn rates on the serving SLOs ---------------------------------------------------------
@@ -326,19 +530,29 @@ def _ratio_name(sli: str, window: int) -> str:
     return f"modelfleet:serving_{sli}_errors:ratio_rate{duration(window)}"
 
 
+def _burn_expr(ratio: Callable[[int], str], burns: tuple[BurnRate, ...], budget: float) -> str:
+    """Any of `burns`: the recorded error ratio (`ratio(window)`, a selector) over both its windows above its
+    factor times the budget."""
+    return "\n or ".join(f"({ratio(b.long)} > {_num(b.factor * budget)}\n"
+                          f"   and {ratio(b.short)} > {_num(b.factor * budget)})" for b in burns)
+
+
+def _burn_spelled(burns: tuple[BurnRate, ...], budget: float) -> tuple[str, str]:
+    """The long windows ("1h or 6h") and the conditions in words, for the description."""
+    longs = " or ".join(duration(b.long) for b in burns)
+    spelled = ", or ".join(f"over {duration(b.long)} and {duration(b.short)} above {_num(b.factor)}x the budget "
+                           f"({_num(100 * b.factor * budget)}%)" for b in burns)
+    return longs, spelled
+
+
 def _burn_alerts(name: str, sli: str, objective: float, windows: Windows, what: str, runbook: str,
                  labels: dict[str, str]) -> list[dict]:
     budget = 1 - objective
     alerts = []
     for severity, burns in windows.by_severity().items():
-        conditions = [f"({_ratio_name(sli, b.long)}{{{_matchers(labels)}}} > {_num(b.factor * budget)}\n"
-                      f"   and {_ratio_name(sli, b.short)}{{{_matchers(labels)}}} > {_num(b.factor * budget)})"
-                      for b in burns]
-        longs = " or ".join(duration(b.long) for b in burns)
-        spelled = ", or ".join(f"over {duration(b.long)} and {duration(b.short)} above {_num(b.factor)}x the budget "
-                               f"({_num(100 * b.factor * budget)}%)" for b in burns)
+        longs, spelled = _burn_spelled(burns, budget)
         alerts.append(_alert(
-            name, "\n or ".join(conditions), severity,
+            name, _burn_expr(lambda w: f"{_ratio_name(sli, w)}{{{_matchers(labels)}}}", burns, budget), severity,
             f"{labels['namespace']}/{labels['name']} burns its serving {sli} error budget"
             + (" fast." if severity == "page" else "."),
             f"{{{{ $value | humanizePercentage }}}} of the requests to {what} over the last {longs}; the SLO allows "

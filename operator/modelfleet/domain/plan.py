@@ -6,20 +6,23 @@ Names are deterministic (resource name + stage + spec hash), so creating a Job t
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelfleet.api.compressedmodel import API_VERSION, AUTO, CompressedModel
+from modelfleet.api.compressedmodel import API_VERSION, AUTO, CompressedModel, EdgeBundleStatus
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelfleet"}
 RETRY_ANNOTATION = "modelfleet.io/retry"
 MODEL_LABEL = "modelfleet.io/compressedmodel"
 HASH_LABEL = "modelfleet.io/spec-hash"
 STAGE_LABEL = "modelfleet.io/stage"
-COMPRESS, PUBLISH = "compress", "publish"
+COMPRESS, PUBLISH, BUNDLE = "compress", "publish", "bundle"
 CONTAINER = "worker"
 PVC_ROOT = "/mnt/pvc"
 SCRATCH = "/tmp"  # the only writable place in a worker pod besides its claims (read-only root filesystem)
 TERMINATION_LOG = "/dev/termination-log"
+BUNDLE_SIGNING_DIR = "/var/run/modelfleet/bundle-signing"  # the signing Secret, mounted into bundle Jobs only
+BUNDLE_SIGNING_KEY = "signing-key.pem"
 # Worker exit codes 1-127 are permanent (bad input, unsupported model): retrying cannot help.
 PERMANENT_EXIT_CODES = list(range(1, 128))
 
@@ -38,6 +41,8 @@ class OperatorSettings:
     triton_servers: tuple[str, ...] = ()
     # Multiplies every window of the generated SLO alert rules (1/60: hours become minutes), for tests and demos.
     slo_window_scale: float = 1.0
+    # Secret (in each model's namespace) whose `signing-key.pem` signs that namespace's edge bundles.
+    bundle_signing_secret: str = "modelfleet-bundle-signing"
 
 
 def _digest(value) -> str:
@@ -68,6 +73,16 @@ def stage_hashes(model: CompressedModel) -> dict[str, str]:
     return {COMPRESS: compress, PUBLISH: publish}
 
 
+def bundle_digest(compress_digest: str, bundles: Sequence[EdgeBundleStatus]) -> str:
+    """What a bundle Job builds: the compress result and each target's version and artifact."""
+    return _digest([compress_digest, sorted((b.target, b.version, b.artifact) for b in bundles)])
+
+
+def bundles_uri(settings: OperatorSettings, namespace: str, name: str) -> str:
+    """Where a resource's edge bundles go: `<target>/<version>/` below it, beside its results."""
+    return f"{model_root_uri(settings, namespace, name)}/bundles"
+
+
 def job_name(model_name: str, stage: str, digest: str, attempt: str | None = None) -> str:
     """`<name>-<stage>-<digest>`; a retried stage's Job folds the retry value into the digest, so each retry
     gets a name of its own and the name stays within 63 characters (names are at most MAX_NAME_LENGTH)."""
@@ -88,8 +103,9 @@ def labels(name: str, stage: str, digest: str) -> dict[str, str]:
 
 
 def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorSettings,
-               attempt: str | None = None) -> dict:
-    """The Job for one stage: `compress` runs the pipeline, `publish` publishes its result to Triton.
+               attempt: str | None = None, bundles: Sequence[EdgeBundleStatus] = ()) -> dict:
+    """The Job for one stage: `compress` runs the pipeline, `publish` publishes its result to Triton, `bundle`
+    builds and signs the edge targets' `bundles` (with the versions they carry) from it.
 
     The pod meets the `restricted` Pod Security Standard: non-root, no privilege escalation, no
     capabilities, the RuntimeDefault seccomp profile, a read-only root filesystem with an emptyDir for
@@ -97,9 +113,17 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
     """
     meta = model.metadata
     hashes = stage_hashes(model)
+    hashes[BUNDLE] = bundle_digest(hashes[COMPRESS], bundles)
     output = result_uri(settings, meta.namespace, meta.name, hashes[COMPRESS])
-    args = (["worker", "compress", "-f", "env:MODELFLEET_MANIFEST", "-o", output] if stage == COMPRESS
-            else ["publish", "triton", "-f", "env:MODELFLEET_MANIFEST", "-r", output])
+    if stage == COMPRESS:
+        args = ["worker", "compress", "-f", "env:MODELFLEET_MANIFEST", "-o", output]
+    elif stage == PUBLISH:
+        args = ["publish", "triton", "-f", "env:MODELFLEET_MANIFEST", "-r", output]
+    else:
+        args = ["worker", "bundle", "-f", "env:MODELFLEET_MANIFEST", "-r", output,
+                "-o", bundles_uri(settings, meta.namespace, meta.name),
+                "--key", f"{BUNDLE_SIGNING_DIR}/{BUNDLE_SIGNING_KEY}",
+                *(part for b in bundles for part in ("--version", f"{b.target}={b.version}"))]
     manifest = {"apiVersion": API_VERSION, "kind": "CompressedModel",
                 "metadata": {"name": meta.name, "namespace": meta.namespace, "generation": meta.generation},
                 "spec": model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)}
@@ -124,7 +148,9 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
             ("requests", worker.resources.requests.model_dump(exclude_none=True)),
             ("limits", worker.resources.limits.model_dump(exclude_none=True))) if quantities},
         "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH},
-                         *({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}"} for i, claim in enumerate(claims))],
+                         *({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}"} for i, claim in enumerate(claims)),
+                         *([{"name": "bundle-signing", "mountPath": BUNDLE_SIGNING_DIR, "readOnly": True}]
+                           if stage == BUNDLE else [])],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
@@ -137,7 +163,12 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {}},
-                    *({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims))],
+                    *({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)),
+                    *([{"name": "bundle-signing", "secret": {"secretName": settings.bundle_signing_secret,
+                                                             "defaultMode": 0o440,
+                                                             "items": [{"key": BUNDLE_SIGNING_KEY,
+                                                                        "path": BUNDLE_SIGNING_KEY}]}}]
+                      if stage == BUNDLE else [])],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "automountServiceAccountToken": False,
@@ -187,14 +218,17 @@ def credential_secrets(model: CompressedModel, stage: str, settings: OperatorSet
     """Secrets whose keys become the worker's environment, in envFrom order (a later one wins a shared key).
 
     The operator's artifacts secret goes to every Job that touches s3://: compress when the artifact
-    store or an input is there, publish when the artifact store or the Triton repository is; the
+    store or an input is there, publish when the artifact store or the Triton repository is, bundle when
+    the artifact store is; the
     Triton target's own credentialsSecret follows it on the publish Job.
     """
     spec, triton = model.spec, model.spec.targets.triton
     if stage == COMPRESS:
         uris = [settings.artifacts, spec.source.uri, spec.dataset.calibration.uri, spec.dataset.evaluation.uri]
-    else:
+    elif stage == PUBLISH:
         uris = [settings.artifacts, triton.repository if triton else ""]
+    else:  # bundle: reads the result and writes the bundles, both in the artifact store
+        uris = [settings.artifacts]
     secrets = [settings.artifacts_secret] if settings.artifacts_secret and any(u.startswith("s3://") for u in uris) else []
     if stage == PUBLISH and triton and triton.credentials_secret:
         secrets.append(triton.credentials_secret)

@@ -194,7 +194,9 @@ class DeviceReport:
 
 @dataclass(frozen=True)
 class Counts:
-    """Status per edge target: selected, on the new version, healthy on it, failed in open waves."""
+    """Status per edge target: selected, on the new version, healthy on it, failed in open waves; and of the
+    updated devices that measured themselves, those over the latency gate and below the agreement gate (the
+    device-side SLIs: the gates allow 5% of devices over each)."""
 
     desired: int = 0
     updated: int = 0
@@ -202,6 +204,9 @@ class Counts:
     failed: int = 0
     current_wave: int = -1
     rolled_back: bool = False
+    measured: int = 0
+    slow: int = 0
+    disagreeing: int = 0
 
 
 @dataclass(frozen=True)
@@ -367,10 +372,14 @@ def _verdict(action: str, reason: str, message: str, state: RolloutState, spec: 
              reports: Sequence[DeviceReport], now: datetime, next_look: datetime | None = None) -> Verdict:
     devices = _devices(spec, state, reports, now) if state.opened_at else []
     updated = [r for r in reports if r.version == state.version]
+    limit, floor = spec.gates.max_p95_ms, spec.gates.min_agreement
     counts = Counts(desired=len(reports), updated=len(updated),
                     healthy=sum(1 for r in updated if r.health == DeviceHealth.healthy.value),
                     failed=sum(1 for d in devices if d.outcome == _FAILED), current_wave=state.current_wave,
-                    rolled_back=state.rolled_back)
+                    rolled_back=state.rolled_back,
+                    measured=sum(1 for r in updated if r.p95_ms is not None),
+                    slow=sum(1 for r in updated if limit is not None and r.p95_ms is not None and r.p95_ms > limit),
+                    disagreeing=sum(1 for r in updated if r.agreement is not None and r.agreement < floor))
     return Verdict(action, reason, message, state, counts, next_look)
 
 
@@ -417,7 +426,8 @@ def to_status(target: str, verdict: Verdict) -> EdgeRolloutStatus:
         wave_bounds=list(state.bounds), wave_opened_at=[_timestamp(t) for t in state.opened_at],
         current_wave=state.current_wave, halted=state.halted, message=verdict.message,
         rolled_back=state.rolled_back, completed=state.completed, desired=counts.desired, updated=counts.updated,
-        healthy=counts.healthy, failed=counts.failed,
+        healthy=counts.healthy, failed=counts.failed, measured=counts.measured, slow=counts.slow,
+        disagreeing=counts.disagreeing,
     )
 
 

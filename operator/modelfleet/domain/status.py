@@ -15,15 +15,16 @@ from modelfleet.api.compressedmodel import (
     CompressedModel,
     CompressedModelStatus,
     Condition,
+    EdgeBundleStatus,
     Evaluation,
 )
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest, TargetChoice
 from modelfleet.domain.choice import rejudged, summary
-from modelfleet.domain.plan import COMPRESS, PUBLISH
+from modelfleet.domain.plan import BUNDLE, COMPRESS, PUBLISH
 
 INT8_PREFERENCE = ["onnx-int8-static", "onnx-int8-dynamic"]
-IN_PROGRESS = {"Compressing", "AwaitingResult", "Publishing", "AwaitingGate", "AwaitingPreviousPublish"}
+IN_PROGRESS = {"Compressing", "AwaitingResult", "Publishing", "AwaitingGate", "AwaitingPreviousPublish", "Bundling"}
 
 
 def noteworthy(condition: "Wanted") -> bool:
@@ -84,6 +85,9 @@ class Observed:
     publication: TritonPublication | None = None  # read once the publish Job ended
     retry: str | None = None  # a modelfleet.io/retry value not honoured yet: failed stages run again, once
     previous_publish_stopping: bool = False  # an earlier spec's publish Job has not stopped yet
+    bundle: JobState = MISSING
+    # Per edge target with a chosen artifact, the bundle it should have; manifestSha256 set once it is built.
+    bundles: tuple[EdgeBundleStatus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,9 @@ def decide(model: CompressedModel, problems: list[tuple[str, str]], observed: Ob
         return _ready(decision, has_triton, "SLONotMet", message)
     shipped = f"; ships {summary(result.choices)}" if result.choices else ""
     conditions.append(Wanted("SLOMet", "True", "SLOMet", f"every candidate artifact meets the SLOs{shipped}"))
+    if observed.bundles:  # edge bundles go their own way: Ready is about the artifacts and Triton
+        conditions.append(_bundled(_retried(observed.bundle, BUNDLE, observed.retry, decision), observed.bundles,
+                                   decision))
     if not has_triton:
         return _ready(decision, False, "Ready", "")
 
@@ -171,6 +178,25 @@ def decide(model: CompressedModel, problems: list[tuple[str, str]], observed: Ob
         reason, message = "PublicationMissing", f"the publish Job succeeded but {result_uri}/triton-publication.json is missing or invalid"
     conditions.append(Wanted("Published", "False", reason, message))
     return _ready(decision, True, reason, message)
+
+
+def _bundled(bundle: JobState, bundles: tuple[EdgeBundleStatus, ...], decision: Decision) -> Wanted:
+    """The Bundled condition; creates the bundle Job when it is missing."""
+    if bundle.phase in ("Missing", "Running"):
+        if bundle.phase == "Missing":
+            decision.create.append(BUNDLE)
+        if bundle.reason:
+            return Wanted("Bundled", "Unknown", bundle.reason, bundle.message)
+        building = ", ".join(f"{b.target} version {b.version}" for b in bundles)
+        return Wanted("Bundled", "Unknown", "Bundling", f"building and signing {building}")
+    if bundle.phase == "Failed":
+        return Wanted("Bundled", "False", bundle.reason or "BundleFailed", bundle.message)
+    missing = [b for b in bundles if not b.manifest_sha256]
+    if missing:
+        return Wanted("Bundled", "False", "BundleMissing", "the bundle Job succeeded but the signed manifest of "
+                      + ", ".join(f"{b.target} version {b.version}" for b in missing) + " is missing or invalid")
+    return Wanted("Bundled", "True", "Bundled",
+                  ", ".join(f"{b.target} version {b.version} ({b.artifact})" for b in bundles) + " signed")
 
 
 def _retried(state: JobState, stage: str, retry: str | None, decision: Decision) -> JobState:

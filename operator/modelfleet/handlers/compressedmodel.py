@@ -26,6 +26,8 @@ from modelfleet.workqueue import Key, QueueSettings, WorkQueue
 RESOURCE = (GROUP, VERSION, "compressedmodels")
 RECONCILE_THREADS = 48  # reconciles wait on the API server, not the CPU; more in flight keeps a burst moving
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# Device reports come in bursts (the gateway batches its writes): a model's rollout looks at them at most this often.
+DEVICE_DEBOUNCE_SECONDS = 2.0
 _state: dict = {}
 
 
@@ -58,6 +60,7 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
     _state["settings"] = settings_from_env()
     _state["grace"] = float(os.environ.get("MODELFLEET_UNSCHEDULABLE_GRACE_SECONDS", UNSCHEDULABLE_GRACE_SECONDS))
     _state["threads"] = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+    _state["edge_models"] = set()
     _state["queue"] = queue = WorkQueue(_reconcile, _record_failure, queue_settings_from_env())
     _state["resync"] = asyncio.get_running_loop().create_task(queue.resync_forever())
 
@@ -84,20 +87,28 @@ async def stuck_pods(namespace: str, labels, body, **_) -> dict:
     return {(namespace, labels[MODEL_LABEL]): (labels.get(JOB_NAME_LABEL), problem)} if problem else {}
 
 
+@kopf.index(GROUP, VERSION, "edgedevices")
+async def edge_devices(namespace: str, body, **_) -> dict:
+    """The EdgeDevices by namespace, from their watch: rollouts read the devices' reports here."""
+    return {namespace: dict(body)}
+
+
 # The handlers are async so that the many events needing nothing (a Job's progress, our own writes
 # coming back, pods starting normally) are dismissed on the event loop; only a reconcile goes to a thread.
 
 
 @kopf.on.event(*RESOURCE)
 async def model_changed(body, type, namespace: str, name: str, model_jobs: kopf.Index, stuck_pods: kopf.Index,
-                        **_) -> None:
+                        edge_devices: kopf.Index, **_) -> None:
     _state["indexes"] = model_jobs, stuck_pods  # live views: retries and resyncs read them too
+    _state["devices"] = edge_devices
     queue: WorkQueue = _state["queue"]
     if type == "DELETED":
         queue.forget((namespace, name))
         metrics.forget_model(namespace, name)
         return
     queue.known.add((namespace, name))
+    _note_edge_model((namespace, name), body)
     if needs_reconcile(type, body) and not echoes_own_write(body):
         await queue.process((namespace, name), dict(body))
 
@@ -130,18 +141,41 @@ async def pod_changed(body, namespace: str, type: str, model_jobs: kopf.Index, s
             await _state["queue"].process(key)
 
 
+@kopf.on.event(GROUP, VERSION, "edgedevices")
+async def device_changed(namespace: str, edge_devices: kopf.Index, **_) -> None:
+    """A device enrolled, reported or left: the namespace's models with edge targets look again, soon."""
+    _state["devices"] = edge_devices
+    queue: WorkQueue = _state["queue"]
+    for key in [k for k in queue.known if k[0] == namespace and k in _state["edge_models"]]:
+        queue.add_after(key, DEVICE_DEBOUNCE_SECONDS)
+
+
 async def _reconcile(key: Key, body: dict | None) -> None:
     jobs_index, pods_index = _state["indexes"]
     jobs = list(jobs_index.get(key, []))
     now = time.time()
     problems = {job: (problem.reason, problem.message) for job, problem in pods_index.get(key, [])
                 if not surfaces_in(problem, now, _state["grace"])}
-    await _in_thread(reconcile, _state["cluster"], _state["settings"], *key, body, jobs, problems)
+    devices_index = _state.get("devices")
+    devices = list(devices_index.get(key[0], [])) if devices_index is not None else None
+    if body is not None:
+        _note_edge_model(key, body)
+    look_in = await _in_thread(reconcile, _state["cluster"], _state["settings"], *key, body, jobs, problems, devices)
+    if look_in is not None:  # a rollout's bake ends or a device times out then
+        _state["queue"].add_after(key, look_in)
+
+
+def _note_edge_model(key: Key, body: dict) -> None:
+    """Which models device events concern: those with edge targets."""
+    if ((body.get("spec") or {}).get("targets") or {}).get("edge"):
+        _state["edge_models"].add(key)
+    else:
+        _state["edge_models"].discard(key)
 
 
 async def _record_failure(key: Key, error: Exception, failures: int, delay: float) -> None:
     await _in_thread(record_failure, _state["cluster"], *key, error, failures, delay)
 
 
-async def _in_thread(function, *args) -> None:
-    await asyncio.get_running_loop().run_in_executor(_state["threads"], function, *args)
+async def _in_thread(function, *args):
+    return await asyncio.get_running_loop().run_in_executor(_state["threads"], function, *args)

@@ -94,6 +94,13 @@ class Cluster:
         return json.loads(response.data)
 
     @_api_call
+    def edge_devices(self, namespace: str) -> list[dict]:
+        """Every EdgeDevice of the namespace, as plain dicts."""
+        response = self._custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "edgedevices",
+                                                              _preload_content=False)
+        return json.loads(response.data)["items"]
+
+    @_api_call
     def jobs(self, namespace: str, model: str) -> list[dict]:
         selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, MODEL_LABEL: model}.items())
         # Raw JSON: the client's model classes cost more CPU than the request itself.
@@ -166,6 +173,61 @@ class Cluster:
             return "", ""
         last = max(terminated, key=lambda t: t.finished_at or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc))
         return worker_failure(last.message or "", last.exit_code)
+
+    # --- the fleet gateway: EdgeDevices, CompressedModels' rollouts, the bootstrap Secret ---
+
+    @_api_call
+    def list_all(self, plural: str) -> tuple[list[dict], str]:
+        """Every object of one of our kinds in every namespace, and the list's resourceVersion (for a watch)."""
+        response = self._custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
+        data = json.loads(response.data)
+        return data["items"], data["metadata"]["resourceVersion"]
+
+    def watch_all(self, plural: str, resource_version: str, timeout_s: int):
+        """(type, object) of every change after `resource_version`, for at most `timeout_s` seconds; a
+        KubernetesApiError with status 410 when that version is too old."""
+        from kubernetes import watch
+
+        stream = watch.Watch().stream(self._custom.list_cluster_custom_object, GROUP, VERSION, plural,
+                                      resource_version=resource_version, timeout_seconds=timeout_s,
+                                      allow_watch_bookmarks=True)
+        try:
+            for event in stream:
+                if event["type"] == "ERROR":
+                    status = event["raw_object"] or {}
+                    raise KubernetesApiError(f"watch {plural}: {status.get('message', '')}", status.get("code"))
+                if event["type"] != "BOOKMARK":
+                    yield event["type"], event["raw_object"]
+        except self._errors as e:
+            raise KubernetesApiError(f"watch {plural}: {e.status} {e.reason}: {_api_message(e)}", e.status) from e
+
+    @_api_call
+    def create_edge_device(self, manifest: dict) -> dict | None:
+        """The created EdgeDevice, or None when one of that name exists."""
+        try:
+            response = self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, manifest["metadata"]["namespace"], "edgedevices", manifest, _preload_content=False)
+        except self._errors as e:
+            if e.status == 409:
+                return None
+            raise
+        return json.loads(response.data)
+
+    @_api_call
+    def patch_edge_device_status(self, namespace: str, name: str, status: dict) -> None:
+        self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "edgedevices", name,
+                                                           {"status": status}, _preload_content=False)
+
+    @_api_call
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data (values base64), or None when it does not exist."""
+        try:
+            response = self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except self._errors as e:
+            if e.status == 404:
+                return None
+            raise
+        return json.loads(response.data).get("data") or {}
 
     def event(self, model: dict, kind: str, reason: str, message: str) -> None:
         meta = model["metadata"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from modelfleet.api.result import AgreementResult, LatencyResult
 from modelfleet.pipeline.dataset import batches, padded
-from modelfleet.pipeline.runtimes import Runner
+from modelfleet.runtimes import Runner
 
 
 def predict(runner: Runner, inputs: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from modelfleet.domain.choice import choose_targets, compare_with_fp32, edge_nam
 from modelfleet.errors import InvalidManifest, ModelfleetError, UnsupportedModel, first_line
 from modelfleet.pipeline import convert, dataset, fidelity, measure, quantize, source
 from modelfleet.pipeline.signature import SMOKE_FILE, SMOKE_SAMPLES, onnx_signature, write_smoke
-from modelfleet.pipeline.runtimes import NcnnRunner, OnnxRuntimeRunner, Runner, TfliteRunner
+from modelfleet.runtimes import NcnnRunner, OnnxRuntimeRunner, Runner, TfliteRunner
 from modelfleet.pipeline.tradeoff import TRADEOFF_FILE, plot_tradeoff
 from modelfleet.pipeline.weights import fraction_quantized
 from modelfleet.progress import Progress

@@ -1,4 +1,8 @@
-"""Runners: one artifact loaded in the runtime that will serve it, mapping a batch to outputs."""
+"""Runners: one artifact loaded in the runtime that will serve it, mapping a batch to outputs.
+
+Torch-free (numpy, and each runtime imported inside its runner), so the worker pipeline and the device agent's
+smoke test share it.
+"""
 
 from pathlib import Path
 from typing import Protocol

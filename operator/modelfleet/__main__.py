@@ -1,0 +1,7 @@
+"""`python -m modelfleet`: the command line."""
+
+import sys
+
+from modelfleet.cli import main
+
+sys.exit(main())
