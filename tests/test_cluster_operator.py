@@ -109,17 +109,23 @@ def wait_for_reconcile(operator, namespace: str, name: str, timeout: float = 120
 
 
 def test_digits_becomes_ready_from_jobs_in_real_pods(kube, namespace, claim, inputs, operator, artifact_root):
+    """Also: the edge targets' bundle Job runs without the namespace's signing Secret, and Bundled says so
+    while Ready stays True (tests/test_cluster_fleet.py signs and rolls bundles out)."""
     created = create(kube, namespace, resource(inputs))
-    body = wait_for(kube, namespace, "digits", "Ready", "True")
+    wait_for(kube, namespace, "digits", "Ready", "True")
+    body = wait_for(kube, namespace, "digits", "Bundled", "False", timeout=300)
     status = body["status"]
     assert status["observedGeneration"] == created["metadata"]["generation"]
     assert {t: c["status"] for t, c in conditions(body).items()} == {
-        "SpecValid": "True", "Compressed": "True", "SLOMet": "True", "Ready": "True"}
+        "SpecValid": "True", "Compressed": "True", "SLOMet": "True", "Bundled": "False", "Ready": "True"}
+    assert conditions(body)["Bundled"]["reason"] == "SigningKeyMissing"
     evaluation = status["evaluation"]
     assert evaluation["baselineAccuracy"] >= 95.0 and evaluation["int8AccuracyDropPoints"] <= 1.0
     assert {a["name"] for a in status["artifacts"]} >= {"onnx-fp32", "onnx-int8-static", "ncnn-fp16-arm-boards",
                                                         "tflite-fp32-phones"}
-    [job] = jobs(kube, namespace)
+    by_stage = {j.metadata.labels["modelfleet.io/stage"]: j for j in jobs(kube, namespace)}
+    assert sorted(by_stage) == ["bundle", "compress"]
+    job = by_stage["compress"]
     assert job.status.succeeded == 1 and not job.status.failed
     pods = client.CoreV1Api(kube.api).list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}").items
     assert [p.spec.containers[0].image for p in pods] == [operator.env["MODELFLEET_WORKER_IMAGE"]]

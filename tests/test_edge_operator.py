@@ -82,7 +82,7 @@ def test_the_bundle_job_signs_with_the_namespaces_key_and_is_named_by_its_versio
         "--version", "arm-boards=3", "--version", "phones=1"]
     assert {"name": "bundle-signing", "mountPath": BUNDLE_SIGNING_DIR, "readOnly": True} in container["volumeMounts"]
     secret = next(v for v in pod["volumes"] if v["name"] == "bundle-signing")["secret"]
-    assert secret["secretName"] == "modelfleet-bundle-signing"
+    assert (secret["secretName"], secret["optional"]) == ("modelfleet-bundle-signing", True)
     # only the bundle Job sees the key; another version is another Job
     assert "bundle-signing" not in str(worker_job(model(), "uid-1", "compress", SETTINGS))
     other = worker_job(model(), "uid-1", BUNDLE, SETTINGS, bundles=(bundle("arm-boards", 4, "ncnn-fp16-arm-boards"),))

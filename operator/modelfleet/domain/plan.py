@@ -164,8 +164,10 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {}},
                     *({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}} for i, claim in enumerate(claims)),
+                    # optional: without the Secret the pod still starts and the worker names what is missing
+                    # (SigningKeyMissing), where a missing volume would leave the pod waiting without a word.
                     *([{"name": "bundle-signing", "secret": {"secretName": settings.bundle_signing_secret,
-                                                             "defaultMode": 0o440,
+                                                             "defaultMode": 0o440, "optional": True,
                                                              "items": [{"key": BUNDLE_SIGNING_KEY,
                                                                         "path": BUNDLE_SIGNING_KEY}]}}]
                       if stage == BUNDLE else [])],
