@@ -55,6 +55,7 @@ from modelfleet.gate import artifact_violations
 
 __all__ = [
     "DEFAULT_PORT", "FAMILIES", "PORT_ENV", "ArtifactFigures", "Chosen", "JobEnd", "Metrics", "ModelFigures",
+    "WithoutCreated",
     "bounded_reason", "forget_model", "job_end", "model_figures", "model_samples", "observe_job", "observe_reconcile",
     "port_from_env", "record_model", "record_ready", "render_model", "serve",
 ]
@@ -332,7 +333,7 @@ class _Models(Collector):
                 for name, (kind, labels, text) in FAMILIES.items()}
 
 
-class _WithoutCreated(Collector):
+class WithoutCreated(Collector):
     """prometheus_client's counters and histograms, without the `_created` series (a second gauge per series
     that nothing here reads)."""
 
@@ -379,7 +380,7 @@ class Metrics:
         for stage in ("compress", "publish"):
             self.stage_duration.labels(stage)
             self.jobs.labels(stage, "succeeded", "Completed")
-        own = _WithoutCreated(build, self.reconciles, self.reconcile_errors, self.reconcile_duration, self.jobs,
+        own = WithoutCreated(build, self.reconciles, self.reconcile_errors, self.reconcile_duration, self.jobs,
                               self.stage_duration)
         self.registry.register(own)
         self.registry.register(_Models(self))

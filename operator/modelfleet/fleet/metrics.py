@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetr
 from prometheus_client.registry import Collector
 
 from modelfleet.fleet.state import Device
+from modelfleet.metrics import WithoutCreated
 
 __all__ = ["FleetMetrics"]
 
@@ -105,22 +106,6 @@ def _epoch(stamp: str) -> float | None:
         return None
 
 
-class _WithoutCreated(Collector):
-    """prometheus_client's own metrics, less their `_created` samples."""
-
-    def __init__(self, *metrics):
-        self._metrics = metrics
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        for metric in self._metrics:
-            for family in metric.collect():
-                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
-                yield family
-
-
 class FleetMetrics:
     def __init__(self, devices: Callable[[], Iterable[Device]], queued: Callable[[], int],
                  stale_after_s: float = 900.0):
@@ -136,7 +121,7 @@ class FleetMetrics:
         self.status_writes = Counter("modelfleet_gateway_status_writes",
                                      "EdgeDevice status writes the gateway made, by result (Written, Failed).",
                                      ("result",), registry=None)
-        self.registry.register(_WithoutCreated(self.requests, self.install_failures, self.status_writes))
+        self.registry.register(WithoutCreated(self.requests, self.install_failures, self.status_writes))
         self.registry.register(_Fleet(devices, queued, stale_after_s))
 
     def exposition(self) -> bytes:
