@@ -239,9 +239,10 @@ def main() -> int:
     kube.kubectl("delete", "pv", f"{NAMESPACE}-{CLAIM}", "--ignore-not-found", "--wait=true")
     kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(claim_manifest))
     kube.kubectl("apply", "-f", str(ROOT / "deploy/operator-rbac.yaml"))
-    worker, operator_image = node_image("worker"), node_image("operator")
+    worker, torch_worker, operator_image = node_image("worker"), node_image("worker-torch"), node_image("operator")
     triton = NodeTriton(root / CLAIM / "triton" / NAMESPACE, root / "tritonserver.log", node_ip)
-    base_env = {"MODELFLEET_WORKER_IMAGE": worker, "MODELFLEET_ARTIFACTS": f"pvc://{CLAIM}/results",
+    base_env = {"MODELFLEET_WORKER_IMAGE": worker, "MODELFLEET_TORCH_WORKER_IMAGE": torch_worker,
+                "MODELFLEET_ARTIFACTS": f"pvc://{CLAIM}/results",
                 "MODELFLEET_IMAGE_PULL_POLICY": "Never", "MODELFLEET_TRITON_SERVERS": triton.url,
                 "MODELFLEET_REQUEUE_MAX_SECONDS": "10"}
     operator = OperatorDeployment(kube, operator_image, base_env, name="modelfleet-operator-chaos",

@@ -4,7 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-MODELFLEET_EXTRAS=worker,test bash hack/venv.sh
+MODELFLEET_EXTRAS=worker,torch,test bash hack/venv.sh
 if [ ! -f examples/digits/data/evaluation.npz ]; then
   echo "==> training the digits CNN (examples/digits/train.py)" >&2
   .venv/bin/python -W ignore examples/digits/train.py

@@ -7,10 +7,17 @@
 #   hack/images.sh tag IMAGE          print modelfleet/IMAGE:<hash> (what `build` builds)
 #   hack/images.sh wheelhouse IMAGE   only resolve and download the wheels; print their directory
 #
-# IMAGE: worker (the compression Jobs: modelfleet[worker,triton], torch and friends) or operator
-# (`modelfleet operator`: modelfleet[operator], no ML stack).
-# <hash> covers pyproject.toml, operator/ and images/IMAGE/ (not its *.md): an unchanged tree is
-# a cache hit.
+# IMAGE, each carrying only what its pods run:
+#   worker          the Jobs of ONNX sources and every publish and bundle Job: modelfleet[worker,triton],
+#                   pnnx's converter binary, ncnn's int8 tools; no torch (about 1 GB)
+#   worker-torch    the compress Jobs of torch sources: modelfleet[worker,torch,triton] (torch from PyPI is
+#                   the CUDA build: about 7.5 GB)
+#   worker-tflite   the worker plus onnx2tf's own venv (TensorFlow): compress Jobs of ONNX sources with a
+#                   TFLite target
+#   operator        `modelfleet operator` and `modelfleet gateway`: modelfleet[operator,gateway], no ML stack
+#   agent           `modelfleet agent`: modelfleet[agent], the runtimes only (onnxruntime, ncnn, LiteRT)
+# <hash> covers pyproject.toml, operator/ and images/IMAGE/ (not its *.md), and the parent image's tag
+# where there is one: an unchanged tree is a cache hit.
 # Load a built image into the test cluster's node with `hack/cluster.sh load-image TAG`.
 #
 # Needs a running dockerd (started with `hack/cluster.sh dockerd` when none answers), a docker
@@ -33,13 +40,67 @@ CACHE=${MODELFLEET_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelfleet}
 BASE_IMAGE=modelfleet/base:bookworm-1
 PYTHON=${PYTHON:-python3}
 
-# The extras of modelfleet that each image installs.
+IMAGES="worker worker-torch worker-tflite operator agent"
+
+# The extras of modelfleet that each image installs; none for an image built FROM another.
 extras_of() {
     case $1 in
         worker) echo worker,triton ;;
-        operator) echo operator ;;
-        *) die "unknown image '$1' (known: worker, operator)" ;;
+        worker-torch) echo worker,torch,triton ;;
+        worker-tflite) echo "" ;;
+        operator) echo operator,gateway ;;
+        agent) echo agent ;;
+        *) die "unknown image '$1' (known: $IMAGES)" ;;
     esac
+}
+
+# The modelfleet image an image is built FROM (its Dockerfile's ARG PARENT_IMAGE), if any.
+parent_of() {
+    case $1 in
+        worker-tflite) echo worker ;;
+        *) echo "" ;;
+    esac
+}
+
+# Images with ncnn's int8 tools (C++ built on the host by hack/ncnn-tools.sh).
+needs_ncnn_tools() { [ "$1" = worker ] || [ "$1" = worker-torch ]; }
+
+# The requirements an image's wheelhouse resolves: modelfleet's dependencies and extras, or for
+# worker-tflite the packages of onnx2tf's own venv (images/worker-tflite/requirements.in, which
+# hack/onnx2tf-venv.sh installs on hosts too).
+requested_of() {
+    local extras
+    extras=$(extras_of "$1")
+    if [ -z "$extras" ]; then
+        grep -v '^[[:space:]]*\(#\|$\)' "$ROOT/images/$1/requirements.in"
+        return
+    fi
+    "$PYTHON" - "$ROOT/pyproject.toml" "$extras" <<'EOF'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+reqs = list(project["dependencies"])
+for extra in sys.argv[2].split(","):
+    reqs += project["optional-dependencies"][extra]
+print("\n".join(reqs))
+EOF
+}
+
+# Packages installed without their dependencies (images/install-venv.sh says why): ncnn everywhere (its
+# model zoo's opencv-python is 190 MB), and pnnx in the torch-free worker (it runs only pnnx's binary).
+nodeps_names() {
+    case $1 in
+        worker) echo "ncnn pnnx" ;;
+        worker-torch | agent) echo "ncnn" ;;
+        *) echo "" ;;
+    esac
+}
+
+# nodeps_of IMAGE: their pinned requirements, as pyproject.toml spells them.
+nodeps_of() {
+    local name
+    for name in $(nodeps_names "$1"); do
+        grep -o "\"$name==[^\"]*\"" "$ROOT/pyproject.toml" | head -n 1 | tr -d '"'
+    done
 }
 
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -88,15 +149,18 @@ find_buildkit() {
 # (its notes excepted); for the worker also the script that builds ncnn's int8 tools.
 source_files() {
     local extra=()
-    [ "$1" = worker ] && extra=(hack/ncnn-tools.sh hack/ncnn-tools)
+    needs_ncnn_tools "$1" && extra=(hack/ncnn-tools.sh hack/ncnn-tools)
+    [ -n "$(extras_of "$1")" ] && extra+=(images/install-venv.sh)
     (cd "$ROOT" && find pyproject.toml operator "images/$1" "${extra[@]}" -type f \
         ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' ! -name '*.md' -print | LC_ALL=C sort)
 }
 
 image_tag() {
-    local hash
+    local hash parent
+    parent=$(parent_of "$1")
+    [ -n "$parent" ] && parent=$(image_tag "$parent")
     hash=$( (cd "$ROOT" && source_files "$1" | tr '\n' '\0' | xargs -0 sha256sum
-        echo "$BASE_IMAGE") | sha256sum | cut -c1-12)
+        echo "$BASE_IMAGE $parent") | sha256sum | cut -c1-12)
     printf 'modelfleet/%s:%s\n' "$1" "$hash"
 }
 
@@ -138,24 +202,21 @@ ensure_pip() {
     touch "$stamp"
 }
 
-# wheelhouse EXTRAS: resolve pyproject.toml's dependencies plus EXTRAS for the base image,
-# download the wheels with their hashes; print the directory. Cached by key (the requested
-# requirements, not the whole pyproject.toml: a test-only dependency leaves the worker's alone);
-# atomic. Wheels an earlier wheelhouse already holds are hard-linked, not downloaded again, and
-# the wheelhouse that a new one supersedes for the same EXTRAS is removed (3 GB for the worker).
+# wheelhouse IMAGE: resolve the image's requirements (requested_of) for the base image, download
+# the wheels with their hashes, and those of nodeps_of (nodeps.txt); print the directory. Cached
+# by key (the requested requirements, not the whole pyproject.toml: a test-only dependency leaves
+# the worker's alone); atomic. Wheels an earlier wheelhouse already holds are hard-linked, not
+# downloaded again, and the wheelhouse that a new one supersedes for the same image is removed.
 wheelhouse() {
-    local extras=$1 key dir tmp flags requested start=$SECONDS
+    local image=$1 key dir tmp flags requested nodeps start=$SECONDS
     probe_base
-    requested=$("$PYTHON" - "$ROOT/pyproject.toml" "$extras" <<'EOF'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-reqs = list(project["dependencies"])
-for extra in sys.argv[2].split(","):
-    reqs += project["optional-dependencies"][extra]
-print("\n".join(reqs))
-EOF
-) || die "cannot read the dependencies from pyproject.toml"
-    key=$( (printf '%s\n' "$requested"; echo "extras=$extras cp$TARGET_PY glibc$TARGET_GLIBC x86_64") |
+    requested=$(requested_of "$image") || die "cannot read the requirements of $image"
+    nodeps=$(nodeps_of "$image")
+    local name
+    for name in $(nodeps_names "$image"); do   # resolved apart, without their dependencies
+        requested=$(printf '%s\n' "$requested" | grep -v "^$name\b" || true)
+    done
+    key=$( (printf '%s\n' "$requested" "nodeps=$nodeps"; echo "image=$image cp$TARGET_PY glibc$TARGET_GLIBC x86_64") |
         sha256sum | cut -c1-16)
     dir=$CACHE/wheelhouse/$key
     if [ -f "$dir/.complete" ]; then
@@ -170,7 +231,7 @@ EOF
     mkdir -p "$tmp"
     "$PIP" --version >/dev/null
     printf '%s\n' "$requested" >"$tmp/requested.txt"
-    log "resolving modelfleet[$extras] for cp$TARGET_PY / glibc $TARGET_GLIBC (about 1.5 min)"
+    log "resolving the requirements of $image for cp$TARGET_PY / glibc $TARGET_GLIBC (about 1.5 min)"
     "$PIP" install --disable-pip-version-check --quiet --dry-run --ignore-installed --no-cache-dir \
         --report "$tmp/report.json" --target "$tmp/unused" "${flags[@]}" -r "$tmp/requested.txt" \
         >"$tmp/resolve.log" 2>&1 || { tail -n 30 "$tmp/resolve.log" >&2; die "resolution failed"; }
@@ -192,26 +253,39 @@ EOF
         --require-hashes "${flags[@]}" -d "$tmp" -r "$tmp/requirements.txt" \
         >"$tmp/download.log" 2>&1 || { tail -n 30 "$tmp/download.log" >&2; die "download failed"; }
     rm -rf "$tmp/unused"
+    local requirement wheel
+    for requirement in $nodeps; do
+        rm -rf "$tmp/nodeps"
+        "$PIP" download --disable-pip-version-check --quiet --progress-bar off --no-cache-dir --no-deps \
+            "${flags[@]}" -d "$tmp/nodeps" "$requirement" >>"$tmp/download.log" 2>&1 ||
+            { tail -n 30 "$tmp/download.log" >&2; die "download of $requirement failed"; }
+        for wheel in "$tmp"/nodeps/*.whl; do
+            printf '%s --hash=sha256:%s\n' "$requirement" "$(sha256sum "$wheel" | cut -d' ' -f1)" >>"$tmp/nodeps.txt"
+            mv "$wheel" "$tmp/"
+        done
+        rm -rf "$tmp/nodeps"
+    done
     "$PYTHON" - "$tmp" <<'EOF' || die "cannot prune $tmp"
 import pathlib, re, sys
 # Drop the linked wheels that the pinned requirements do not name (wheel file names normalise `-` and `.`).
 tmp = pathlib.Path(sys.argv[1])
 norm = lambda name: re.sub(r"[-_.]+", "_", name).lower()
 pinned = {norm(line.split("==")[0]) + "-" + line.split("==")[1].split()[0]
-          for line in (tmp / "requirements.txt").read_text().splitlines() if "==" in line}
+          for name in ("requirements.txt", "nodeps.txt") if (tmp / name).exists()
+          for line in (tmp / name).read_text().splitlines() if "==" in line}
 for wheel in tmp.glob("*.whl"):
     name, version = wheel.name.split("-")[:2]
     if f"{norm(name)}-{version}" not in pinned:
         wheel.unlink()
 EOF
-    echo "$extras" >"$tmp/.extras"
+    echo "$image" >"$tmp/.extras"
     touch "$tmp/.complete"
     rm -rf "$dir"
     mv "$tmp" "$dir"
-    for old in "$CACHE"/wheelhouse/*/.complete; do   # superseded: same extras, or from before .extras
+    for old in "$CACHE"/wheelhouse/*/.complete; do   # superseded: the same image's
         old=$(dirname "$old")
         [ "$old" = "$dir" ] && continue
-        if [ ! -f "$old/.extras" ] || [ "$(cat "$old/.extras")" = "$extras" ]; then rm -rf "$old"; fi
+        if [ "$(cat "$old/.extras" 2>/dev/null)" = "$image" ]; then rm -rf "$old"; fi
     done
     log "wheelhouse $dir: $(du -sh "$dir" | cut -f1) in $((SECONDS - start))s"
     printf '%s\n' "$dir"
@@ -235,7 +309,10 @@ project_wheel() {
 
 # build_image IMAGE: modelfleet/IMAGE:<hash> from images/IMAGE/Dockerfile, unless docker has it.
 build_image() {
-    local name=$1 tag dev=modelfleet/$1:dev wheels ctx start=$SECONDS buildlog
+    local name=$1 tag dev=modelfleet/$1:dev wheels ctx start=$SECONDS buildlog parent parent_tag=""
+    parent=$(parent_of "$name")
+    # The parent first: its tag is part of this image's, and the Dockerfile starts FROM it.
+    [ -n "$parent" ] && parent_tag=$(build_image "$parent")
     tag=$(image_tag "$name")
     ensure_dockerd
     if docker image inspect "$tag" >/dev/null 2>&1; then
@@ -246,7 +323,7 @@ build_image() {
     fi
     find_buildkit
     ensure_base
-    wheels=$(wheelhouse "$(extras_of "$name")")
+    wheels=$(wheelhouse "$name")
     ensure_pip
 
     ctx=$CACHE/images/$name-context
@@ -256,8 +333,11 @@ build_image() {
     # Hard links cost no space. The same path every time lets BuildKit send only what changed,
     # when its copy of the last context is kept (MODELFLEET_IMAGES_KEEP_CONTEXT=1).
     cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
-    project_wheel "$ctx/dist"
-    if [ "$name" = worker ]; then   # C++ built on this host, Debian bookworm like the base image
+    if [ -n "$(extras_of "$name")" ]; then
+        project_wheel "$ctx/dist"
+        cp "$ROOT/images/install-venv.sh" "$ctx/"
+    fi
+    if needs_ncnn_tools "$name"; then   # C++ built on this host, Debian bookworm like the base image
         cp -a "$(bash "$ROOT/hack/ncnn-tools.sh")" "$ctx/ncnn-tools"
     fi
 
@@ -265,7 +345,7 @@ build_image() {
     log "building $tag with ${BUILDKIT[*]} (network none; cold: the worker several minutes, torch is large)"
     # --network none: the install must not need anything but the wheelhouse.
     if ! "${BUILDKIT[@]}" --network none --progress plain \
-        --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$ROOT/images/$name/Dockerfile" \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PARENT_IMAGE=$parent_tag" -f "$ROOT/images/$name/Dockerfile" \
         -t "$tag" -t "$dev" "$ctx" 2>&1 | tee "$buildlog" |
         grep --line-buffered -E '^#[0-9]+ (\[|DONE|CACHED|ERROR|exporting|writing|naming)' |
         sed -u 's/^/[images] docker: /' >&2; then
@@ -312,6 +392,6 @@ lock() {
 case $1 in
     build) lock; build_image "$2" ;;
     tag) image_tag "$2" ;;
-    wheelhouse) lock; ensure_dockerd; ensure_base; wheelhouse "$(extras_of "$2")" ;;
+    wheelhouse) lock; ensure_dockerd; ensure_base; wheelhouse "$2" ;;
     *) usage ;;
 esac

@@ -18,9 +18,11 @@ set -euo pipefail
 version=1.29.24
 venv=${MODELFLEET_ONNX2TF_VENV:-${HOME}/.cache/modelfleet/onnx2tf-${version}}
 python=${PYTHON:-python3}
-# onnx2tf==1.29.24 pins everything it imports except these, which are spelled out so that a missing
-# transitive dependency fails here rather than in the middle of a conversion.
-packages=("onnx2tf==${version}" onnx_graphsurgeon sng4onnx psutil tf_keras ai_edge_litert)
+# The packages, shared with the worker-tflite image: onnx2tf==<version> first, then what it imports
+# without pinning, spelled out so that a missing transitive dependency fails here rather than in the
+# middle of a conversion.
+mapfile -t packages < <(grep -v '^[[:space:]]*\(#\|$\)' "$(dirname "${BASH_SOURCE[0]}")/../images/worker-tflite/requirements.in")
+[ "${packages[0]}" = "onnx2tf==${version}" ] || { echo "images/worker-tflite/requirements.in must start with onnx2tf==${version}" >&2; exit 1; }
 stamp="$venv/.modelfleet-onnx2tf"
 want="${version} ${packages[*]}"
 

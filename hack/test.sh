@@ -10,5 +10,5 @@ if [ "$free_gb" -lt 25 ]; then
     echo "warning: only ${free_gb} GB free here; a cold run needs about 25 GB (venv, images)." >&2
     echo "         hack/cluster.sh down --purge and docker system prune free the test cluster's images." >&2
 fi
-MODELFLEET_EXTRAS=worker,triton,operator,agent,gateway,test bash hack/venv.sh
+MODELFLEET_EXTRAS=worker,torch,triton,operator,agent,gateway,test bash hack/venv.sh
 exec .venv/bin/python -m pytest "$@"

@@ -365,13 +365,15 @@ def node_image(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def worker_image(kube) -> str:
-    """The worker image on the node.
+def worker_images(kube) -> dict[str, str]:
+    """The operator's worker image settings, each image on the node: the torch-free worker (ONNX sources,
+    publish, bundle), worker-torch (compressing torch sources) and worker-tflite (ONNX sources to TFLite).
 
-    MODELFLEET_TEST_WORKER_IMAGE names an image already on the node instead (quicker while only
-    operator code changes; CI always builds).
+    MODELFLEET_TEST_WORKER_IMAGE, MODELFLEET_TEST_TORCH_WORKER_IMAGE and MODELFLEET_TEST_TFLITE_WORKER_IMAGE
+    name images already on the node instead (quicker while only operator code changes; CI always builds).
     """
-    return os.environ.get("MODELFLEET_TEST_WORKER_IMAGE") or node_image("worker")
+    return {f"MODELFLEET_{kind}WORKER_IMAGE": os.environ.get(f"MODELFLEET_TEST_{kind}WORKER_IMAGE") or node_image(image)
+            for kind, image in (("", "worker"), ("TORCH_", "worker-torch"), ("TFLITE_", "worker-tflite"))}
 
 
 @pytest.fixture(scope="session")
@@ -509,12 +511,12 @@ def store_claim(kube: KubeCluster, artifact_root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(kube, operator_image, worker_image, artifact_root, monitoring_crds):
+def operator(kube, operator_image, worker_images, artifact_root, monitoring_crds):
     """The operator Deployment for the session, watching every namespace, results on the pvc:// store; with
     prometheus-operator's CRDs installed first, so it writes each Triton-served model's PrometheusRule."""
     kube.kubectl("apply", "-f", str(REPO / "deploy/operator-rbac.yaml"))
     deployment = OperatorDeployment(kube, operator_image, {
-        "MODELFLEET_WORKER_IMAGE": worker_image, "MODELFLEET_ARTIFACTS": f"pvc://{STORE_CLAIM}/results",
+        **worker_images, "MODELFLEET_ARTIFACTS": f"pvc://{STORE_CLAIM}/results",
         "MODELFLEET_IMAGE_PULL_POLICY": "Never"})
     deployment.delete()  # one an interrupted session left behind still mounts the old claim
     store_claim(kube, artifact_root)

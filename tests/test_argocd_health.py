@@ -18,7 +18,7 @@ from modelfleet.api.compressedmodel import CompressedModelStatus, EdgeBundleStat
 from modelfleet.api.edgedevice import EdgeDevice, EdgeDeviceStatus
 from modelfleet.domain import feasibility, rollout
 from modelfleet.domain.device import fleet_columns
-from modelfleet.domain.status import IN_PROGRESS, JobState, Observed, Wanted, decide, merge_conditions
+from modelfleet.domain.status import IN_PROGRESS, JobState, Observed, Wanted, decide, merge_conditions, progress
 
 ARGOCD = REPO / "deploy" / "argocd"
 MODEL_SCRIPT = (ARGOCD / "health-compressedmodel.lua").read_text()
@@ -40,7 +40,8 @@ def compressed_model(changes: dict, observed: Observed, extra: tuple[Wanted, ...
     """The resource as the API server would hand it to Argo CD after the operator's reconcile."""
     spec = model(changes, generation)
     decision = decide(spec, feasibility.problems(spec, SETTINGS), observed, "pvc://artifacts/r")
-    conditions, _ = merge_conditions([], [*decision.conditions, *extra], generation, NOW)
+    wanted = [*decision.conditions, *extra]
+    conditions, _ = merge_conditions([], [*wanted, *progress(wanted)], generation, NOW)  # as the operator writes them
     status = CompressedModelStatus(observed_generation=observed_generation, conditions=conditions,
                                    artifacts=decision.artifacts or [], evaluation=decision.evaluation)
     body = spec.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -117,8 +117,9 @@ def test_digits_becomes_ready_from_jobs_in_real_pods(kube, namespace, claim, inp
     status = body["status"]
     assert status["observedGeneration"] == created["metadata"]["generation"]
     assert {t: c["status"] for t, c in conditions(body).items()} == {
-        "SpecValid": "True", "Compressed": "True", "SLOMet": "True", "Bundled": "False", "Ready": "True"}
-    assert conditions(body)["Bundled"]["reason"] == "SigningKeyMissing"
+        "SpecValid": "True", "Compressed": "True", "SLOMet": "True", "Bundled": "False", "Ready": "True",
+        "Reconciling": "False", "Stalled": "True"}  # the bundles wait for someone to add the Secret
+    assert conditions(body)["Bundled"]["reason"] == conditions(body)["Stalled"]["reason"] == "SigningKeyMissing"
     evaluation = status["evaluation"]
     assert evaluation["baselineAccuracy"] >= 95.0 and evaluation["int8AccuracyDropPoints"] <= 1.0
     assert {a["name"] for a in status["artifacts"]} >= {"onnx-fp32", "onnx-int8-static", "ncnn-fp16-arm-boards",
@@ -128,7 +129,11 @@ def test_digits_becomes_ready_from_jobs_in_real_pods(kube, namespace, claim, inp
     job = by_stage["compress"]
     assert job.status.succeeded == 1 and not job.status.failed
     pods = client.CoreV1Api(kube.api).list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}").items
-    assert [p.spec.containers[0].image for p in pods] == [operator.env["MODELFLEET_WORKER_IMAGE"]]
+    # A torch source compresses in the torch image; its bundle Job in the torch-free worker.
+    assert [p.spec.containers[0].image for p in pods] == [operator.env["MODELFLEET_TORCH_WORKER_IMAGE"]]
+    bundle_pods = client.CoreV1Api(kube.api).list_namespaced_pod(
+        namespace, label_selector=f"job-name={by_stage['bundle'].metadata.name}").items
+    assert {p.spec.containers[0].image for p in bundle_pods} == {operator.env["MODELFLEET_WORKER_IMAGE"]}
     assert pods[0].status.pod_ip.startswith("10.244.")  # a real pod on the node's bridge
     # The result is on the claim, where the worker wrote it.
     uri = next(a["uri"] for a in status["artifacts"] if a["name"] == "onnx-int8-static")

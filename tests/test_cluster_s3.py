@@ -54,10 +54,10 @@ def s3_secret(kube, namespace, cluster_minio) -> str:
 
 
 @pytest.fixture
-def s3_operator(kube, namespace, s3_secret, operator_image, worker_image, cluster_minio, sole_operator):
+def s3_operator(kube, namespace, s3_secret, operator_image, worker_images, cluster_minio, sole_operator):
     deployment = OperatorDeployment(
         kube, operator_image,
-        {"MODELFLEET_WORKER_IMAGE": worker_image,
+        {**worker_images,
          "MODELFLEET_ARTIFACTS": f"s3://{cluster_minio.bucket}/{PREFIX}",
          "MODELFLEET_ARTIFACTS_SECRET": s3_secret, "MODELFLEET_IMAGE_PULL_POLICY": "Never",
          **cluster_minio.env},  # the operator's own S3 access (it reads result.json)
@@ -82,7 +82,8 @@ def test_results_go_to_s3_and_the_operator_reads_them_back(kube, namespace, s3_i
     status = wait_for(kube, namespace, "digits", "Ready", "True", timeout=600)["status"]
     assert status["observedGeneration"] == created["metadata"]["generation"]
     assert {t: c["status"] for t, c in conditions({"status": status}).items()} == {
-        "SpecValid": "True", "Compressed": "True", "SLOMet": "True", "Ready": "True"}
+        "SpecValid": "True", "Compressed": "True", "SLOMet": "True", "Ready": "True", "Reconciling": "False",
+        "Stalled": "False"}
     assert status["evaluation"]["int8AccuracyDropPoints"] <= 1.0
 
     # The worker got the Secret, and nothing else to reach S3: no claim, only its scratch emptyDir.

@@ -421,7 +421,7 @@ def test_the_instrumented_reconcile_moves_the_counters_records_the_model_and_for
 
     for _ in range(2):  # the second reconcile sees the same finished Job: counted once
         controller.reconcile(cluster, settings, namespace, "digits")
-    assert cluster.body["status"]["conditions"][-1]["type"] == "Ready"
+    assert "Ready" in {c["type"] for c in cluster.body["status"]["conditions"]}
     assert value("modelfleet_reconciles_total", {"result": "ok"}) == ok + 2
     assert value("modelfleet_reconcile_duration_seconds_count") == observed + 2
     assert value("modelfleet_jobs_total", succeeded) == jobs + 1

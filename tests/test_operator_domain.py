@@ -8,20 +8,21 @@ import pytest
 
 from conftest import deep_update, digits_example
 
-from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatus, Condition
+from modelfleet.api.compressedmodel import CompressedModel, CompressedModelStatus, Condition, EdgeBundleStatus
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest
 from modelfleet.domain import feasibility
 from modelfleet.domain.plan import (
-    COMPRESS, PERMANENT_EXIT_CODES, PUBLISH, OperatorSettings, job_name, pvc_claims, stage_hashes, worker_job,
+    BUNDLE, COMPRESS, PERMANENT_EXIT_CODES, PUBLISH, OperatorSettings, job_image, job_name, pvc_claims, stage_hashes,
+    worker_job,
 )
 from modelfleet.domain.choice import summary as chosen_line
 from modelfleet.domain.lifecycle import FINALIZER, needs_reconcile, unhonoured_retry, with_finalizer, without_finalizer
 from modelfleet.domain.pods import PodProblem, pod_problem, surfaces_in
 from modelfleet.domain.requeue import backoff_seconds
 from modelfleet.domain.status import (
-    JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy, recorded_outcome,
-    worker_failure,
+    JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy, progress,
+    recorded_outcome, worker_failure,
 )
 
 SETTINGS = OperatorSettings(worker_image="modelfleet/worker:test", artifacts="pvc://artifacts/results",
@@ -67,6 +68,34 @@ def test_compress_job_is_deterministic_labelled_owned_and_fails_fast_on_permanen
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp", "/mnt/pvc/artifacts", "/mnt/pvc/data"]
     assert container["imagePullPolicy"] == "Never"
+
+
+SPLIT_IMAGES = OperatorSettings(worker_image="worker", artifacts="pvc://artifacts/results",
+                                torch_worker_image="worker-torch", tflite_worker_image="worker-tflite")
+ONNX_SOURCE = {"source": {"uri": "pvc://data/digits/digits.onnx", "format": "onnx"}}
+NCNN_ONLY = {"targets": {"edge": [{"name": "arm", "runtime": "ncnn", "precision": "fp32",
+                                  "deviceSelector": {"modelfleet.io/class": "arm-board"}}]}}
+TRITON_ONLY = {"targets": {**TRITON["targets"], "edge": []}}
+
+
+@pytest.mark.parametrize("changes, stage, settings, image", [
+    # torch sources compress in the torch image, and only their compress Job
+    ({}, COMPRESS, SPLIT_IMAGES, "worker-torch"),
+    (TRITON, PUBLISH, SPLIT_IMAGES, "worker"),
+    ({}, BUNDLE, SPLIT_IMAGES, "worker"),
+    # ONNX sources: the worker, unless a TFLite target needs onnx2tf
+    ({**ONNX_SOURCE}, COMPRESS, SPLIT_IMAGES, "worker-tflite"),
+    ({**ONNX_SOURCE, **NCNN_ONLY}, COMPRESS, SPLIT_IMAGES, "worker"),
+    ({**ONNX_SOURCE, **TRITON_ONLY}, COMPRESS, SPLIT_IMAGES, "worker"),
+    ({**NCNN_ONLY}, COMPRESS, SPLIT_IMAGES, "worker-torch"),
+    # one image for everything when the others are not set
+    ({}, COMPRESS, SETTINGS, "modelfleet/worker:test"),
+    ({**ONNX_SOURCE}, COMPRESS, SETTINGS, "modelfleet/worker:test"),
+])
+def test_each_job_runs_the_image_that_carries_what_it_runs(changes, stage, settings, image):
+    wanted = model(changes)
+    assert job_image(wanted, stage, settings) == image
+    assert worker_job(wanted, "uid-1", stage, settings)["spec"]["template"]["spec"]["containers"][0]["image"] == image
 
 
 @pytest.mark.parametrize("stage", [COMPRESS, PUBLISH])
@@ -329,6 +358,74 @@ def test_decide(changes, observed, expected):
     assert {k: got.get(k) for k in expected} == expected
 
 
+DONE = Observed(compress=JobState("Succeeded"), result=result())
+BUNDLE_STATUS = EdgeBundleStatus(target="arm-boards", version=1, source="h/ncnn-fp16-arm-boards",
+                                 artifact="ncnn-fp16-arm-boards")
+
+
+def rolled_out(status: str, reason: str) -> tuple[Wanted, ...]:
+    halted = ("True", "FailureThreshold") if reason == "Halted" else ("False", "NoBreach")
+    return Wanted("RolledOut", status, reason, "2 of 5 devices updated"), Wanted("RolloutHalted", *halted, "x")
+
+
+CURRENT = {"Reconciling": ("False", "Current"), "Stalled": ("False", "Current")}
+
+
+def in_flight(reason: str) -> dict:
+    return {"Reconciling": ("True", reason), "Stalled": ("False", "Progressing")}
+
+
+def stalled(reason: str) -> dict:
+    return {"Reconciling": ("False", "Stalled"), "Stalled": ("True", reason)}
+
+
+@pytest.mark.parametrize("changes, observed, extra, expected", [
+    # work the operator carries on by itself
+    ({}, Observed(), (), in_flight("Compressing")),
+    ({}, Observed(compress=JobState("Running")), (), in_flight("Compressing")),
+    (TRITON, DONE, (), in_flight("Publishing")),
+    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), previous_publish_stopping=True), (),
+     in_flight("Publishing")),
+    ({}, Observed(compress=JobState("Failed", "Retryable", "store down"), retry="1"), (), in_flight("Compressing")),
+    ({}, Observed(compress=JobState("Succeeded"), result=result(), bundles=(BUNDLE_STATUS,)), (),
+     in_flight("Bundling")),
+    ({}, DONE, rolled_out("False", "WaveBaking"), in_flight("WaveBaking")),
+    ({}, DONE, rolled_out("False", "AwaitingDevices"), in_flight("AwaitingDevices")),
+    # nothing more happens without someone's change
+    ({"source": {"uri": "file://m.pt"}}, Observed(), (), stalled("RelativePath")),
+    ({}, Observed(compress=JobState("Failed", "ChecksumMismatch", "sha256 differs")), (), stalled("ChecksumMismatch")),
+    ({}, Observed(compress=JobState("Failed", "Retryable", "store down")), (), stalled("Retryable")),
+    ({}, Observed(compress=JobState("Succeeded")), (), stalled("ResultMissing")),
+    ({"slo": {"maxAccuracyDropPoints": 0.1}}, DONE, (), stalled("SLONotMet")),
+    ({}, Observed(compress=JobState("Running", "ImagePullBackOff", "pod x: image not found")), (),
+     stalled("ImagePullBackOff")),
+    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Failed", "LoadFailed", "x")),
+     (), stalled("LoadFailed")),
+    ({}, Observed(compress=JobState("Succeeded"), result=result(), bundle=JobState("Failed", "SigningFailed", "no key"),
+                  bundles=(BUNDLE_STATUS,)), (), stalled("SigningFailed")),
+    ({}, DONE, rolled_out("False", "Halted"), stalled("FailureThreshold")),
+    # done for this generation
+    ({}, DONE, (), CURRENT),
+    (TRITON, Observed(compress=JobState("Succeeded"), result=result(), publish=JobState("Succeeded"),
+                      publication=publication("Served", "Served")), (), CURRENT),
+    ({}, DONE, rolled_out("True", "Completed"), CURRENT),
+    ({}, DONE, rolled_out("False", "Paused"), CURRENT),     # paused by the spec: Argo CD's Suspended
+    ({}, DONE, rolled_out("False", "NoDevices"), CURRENT),  # the first device to enrol starts it
+])
+def test_reconciling_and_stalled_follow_the_other_conditions(changes, observed, extra, expected):
+    decision = decide(model(changes), feasibility.problems(model(changes), SETTINGS), observed, "pvc://artifacts/r")
+    got = {w.type: (w.status, w.reason) for w in progress([*decision.conditions, *extra])}
+    assert got == expected
+
+
+def test_reconciling_and_stalled_carry_the_message_that_explains_them():
+    conditions = decide(model({"slo": {"maxAccuracyDropPoints": 0.1}}), [], DONE, "r").conditions
+    reconciling, stalled_ = progress(conditions)
+    assert stalled_.message == next(c.message for c in conditions if c.type == "Ready") != ""
+    assert reconciling.message == ""
+    assert not noteworthy(stalled_) and not noteworthy(reconciling)  # the Ready change posts the Event
+
+
 def test_decide_reports_artifacts_and_the_int8_columns():
     decision = decide(model(), [], Observed(compress=JobState("Succeeded"), result=result()), "pvc://artifacts/r")
     assert [a.uri for a in decision.artifacts][:2] == ["pvc://artifacts/r/onnx-fp32", "pvc://artifacts/r/onnx-int8-static"]
@@ -555,16 +652,20 @@ def test_a_termination_message_gives_a_reason_only_when_it_is_a_camel_case_word(
     assert got_reason == reason and got_message.startswith(message)
 
 
+RETRYING = {"Reconciling": ("True", "Forbidden"), "Stalled": ("False", "Progressing")}  # retried by the operator
+
+
 @pytest.mark.parametrize("ready, expected", [
-    (None, {"Reconciled": ("False", "Forbidden"), "Ready": ("False", "Forbidden")}),
-    ("False", {"Reconciled": ("False", "Forbidden"), "Ready": ("False", "Forbidden")}),
-    ("True", {"Reconciled": ("False", "Forbidden")}),  # what is served stays in service: Ready stays
+    (None, {"Reconciled": ("False", "Forbidden"), "Ready": ("False", "Forbidden"), **RETRYING}),
+    ("False", {"Reconciled": ("False", "Forbidden"), "Ready": ("False", "Forbidden"), **RETRYING}),
+    ("True", {"Reconciled": ("False", "Forbidden"), **RETRYING}),  # what is served stays in service: Ready stays
 ])
 def test_a_failed_reconcile_is_named_in_the_conditions(ready, expected):
     recorded = status(*([condition("Ready", ready, "Ready" if ready == "True" else "Compressing", 1)] if ready else []))
     wanted = decide_failure(recorded, "Forbidden", "create job: 403 Forbidden: exceeded quota")
     assert {w.type: (w.status, w.reason) for w in wanted} == expected
-    assert all(w.message == "create job: 403 Forbidden: exceeded quota" for w in wanted)
+    assert all(w.message == "create job: 403 Forbidden: exceeded quota" for w in wanted if w.status != "False"
+               or w.type != "Stalled")
 
 
 def test_a_partial_merge_keeps_the_other_conditions():

@@ -39,7 +39,7 @@ from modelfleet.domain.plan import (
 from modelfleet.domain.alerts import Windows, model_rule_for, model_rule_name
 from modelfleet.domain.status import (
     Decision, JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy,
-    recorded_outcome,
+    progress, recorded_outcome,
 )
 from modelfleet.errors import RetryableError, error_reason, first_line
 from modelfleet.k8s import Cluster
@@ -66,6 +66,8 @@ def settings_from_env() -> OperatorSettings:
         raise SystemExit(f"modelfleet operator: set {' and '.join(missing)}")
     return OperatorSettings(
         worker_image=os.environ["MODELFLEET_WORKER_IMAGE"],
+        torch_worker_image=os.environ.get("MODELFLEET_TORCH_WORKER_IMAGE") or None,
+        tflite_worker_image=os.environ.get("MODELFLEET_TFLITE_WORKER_IMAGE") or None,
         artifacts=os.environ["MODELFLEET_ARTIFACTS"],
         image_pull_policy=os.environ.get("MODELFLEET_IMAGE_PULL_POLICY", "IfNotPresent"),
         worker_service_account=os.environ.get("MODELFLEET_WORKER_SERVICE_ACCOUNT") or None,
@@ -372,10 +374,11 @@ def _write(cluster: Cluster, body: dict, status: CompressedModelStatus, decision
     the resourceVersion the patch produced (None when the status did not change).
 
     `partial`: only the decision's conditions change (a failure's); the rest of the status stays. Otherwise
-    the decision is the whole story, and a Reconciled=False left by earlier failures turns True.
+    the decision is the whole story (Reconciling and Stalled follow from it), and a Reconciled=False left by
+    earlier failures turns True.
     """
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    wanted = list(decision.conditions)
+    wanted = list(decision.conditions) if partial else [*decision.conditions, *progress(decision.conditions)]
     if not partial and any(c.type == "Reconciled" for c in status.conditions):
         wanted.append(Wanted("Reconciled", "True", "Reconciled", "the last reconcile succeeded"))
     conditions, changed = merge_conditions(status.conditions, wanted, generation, now, keep_others=partial)

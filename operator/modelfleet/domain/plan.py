@@ -9,7 +9,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelfleet.api.compressedmodel import API_VERSION, AUTO, CompressedModel, EdgeBundleStatus
+from modelfleet.api.compressedmodel import (
+    API_VERSION,
+    AUTO,
+    CompressedModel,
+    EdgeBundleStatus,
+    EdgeRuntime,
+    SourceFormat,
+)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelfleet"}
 RETRY_ANNOTATION = "modelfleet.io/retry"
@@ -29,7 +36,7 @@ PERMANENT_EXIT_CODES = list(range(1, 128))
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    worker_image: str
+    worker_image: str  # every Job but those two below: ONNX sources, publish, bundle (no torch in it)
     artifacts: str  # URI under which each resource's results go: pvc://<claim>/<path>, s3://<bucket>/<prefix>, file://
     image_pull_policy: str = "IfNotPresent"
     worker_service_account: str | None = None
@@ -43,6 +50,22 @@ class OperatorSettings:
     slo_window_scale: float = 1.0
     # Secret (in each model's namespace) whose `signing-key.pem` signs that namespace's edge bundles.
     bundle_signing_secret: str = "modelfleet-bundle-signing"
+    # The compress Jobs of torch sources (torch is in no other image), and of ONNX sources with a TFLite
+    # target (onnx2tf and its TensorFlow); None: worker_image, for a single image that has everything.
+    torch_worker_image: str | None = None
+    tflite_worker_image: str | None = None
+
+
+def job_image(model: CompressedModel, stage: str, settings: OperatorSettings) -> str:
+    """The image a stage's Job runs: each image carries only what its Jobs run, so an ONNX source never
+    pulls torch and its CUDA libraries (gigabytes) onto a node."""
+    if stage != COMPRESS:
+        return settings.worker_image
+    if model.spec.source.format != SourceFormat.onnx:
+        return settings.torch_worker_image or settings.worker_image
+    if any(target.runtime == EdgeRuntime.tflite for target in model.spec.targets.edge):
+        return settings.tflite_worker_image or settings.worker_image
+    return settings.worker_image
 
 
 def _digest(value) -> str:
@@ -131,7 +154,7 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
     worker = model.spec.worker
     container = {
         "name": CONTAINER,
-        "image": settings.worker_image,
+        "image": job_image(model, stage, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "args": args,
         "env": [

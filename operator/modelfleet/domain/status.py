@@ -1,7 +1,8 @@
 """What a CompressedModel's status should say, and which Jobs it still needs, from what was observed.
 
 Conditions, not a phase machine: SpecValid, Compressed, SLOMet, Published (with a Triton target)
-and Ready, each with a stable CamelCase reason.
+and Ready, each with a stable CamelCase reason; `progress` adds Reconciling and Stalled, the conditions
+kstatus (and so Flux) reads.
 """
 
 import re
@@ -25,11 +26,15 @@ from modelfleet.domain.plan import BUNDLE, COMPRESS, PUBLISH
 
 INT8_PREFERENCE = ["onnx-int8-static", "onnx-int8-dynamic"]
 IN_PROGRESS = {"Compressing", "AwaitingResult", "Publishing", "AwaitingGate", "AwaitingPreviousPublish", "Bundling"}
+# RolledOut=False reasons of an edge rollout that moves on by itself (modelfleet.domain.rollout's verdicts).
+ROLLING = {"WaveOpened", "WaveBaking", "AwaitingDevices"}
+RECONCILING, STALLED = "Reconciling", "Stalled"
 
 
 def noteworthy(condition: "Wanted") -> bool:
-    """Changes worth an Event: an outcome or a stuck pod, not the start of work or a valid spec (JobCreated says that)."""
-    return condition.reason not in IN_PROGRESS | {"Valid"}
+    """Changes worth an Event: an outcome or a stuck pod, not the start of work or a valid spec (JobCreated says that).
+    Reconciling and Stalled only restate the others (their Events come from those)."""
+    return condition.reason not in IN_PROGRESS | {"Valid"} and condition.type not in (RECONCILING, STALLED)
 
 
 def event_type(condition: "Wanted") -> str:
@@ -211,12 +216,64 @@ def _retried(state: JobState, stage: str, retry: str | None, decision: Decision)
 def decide_failure(status: CompressedModelStatus, reason: str, message: str) -> list[Wanted]:
     """The conditions to write when a reconcile itself failed (an API error, an unreadable store, a failed
     clean-up): Reconciled=False names it; Ready turns False with that reason unless the resource is Ready,
-    since what it serves stays in service while the operator retries."""
+    since what it serves stays in service while the operator retries. The operator retries by itself, so
+    Reconciling=True with the same reason (Flux's ProgressingWithRetry), and Stalled=False."""
     wanted = [Wanted("Reconciled", "False", reason, message)]
     ready = next((c for c in status.conditions if c.type == "Ready"), None)
     if ready is None or ready.status != "True":
         wanted.append(Wanted("Ready", "False", reason, message))
-    return wanted
+    return [*wanted, Wanted(RECONCILING, "True", reason, message), Wanted(STALLED, "False", "Progressing")]
+
+
+def progress(conditions: list[Wanted]) -> list[Wanted]:
+    """Reconciling and Stalled, from the resource's other conditions (decide's, and the edge rollout's RolledOut
+    and RolloutHalted): the conventions of kstatus (sigs.k8s.io/cli-utils/pkg/kstatus), which Flux's health
+    checks read. kstatus says InProgress while observedGeneration differs from metadata.generation or
+    Reconciling is True, Failed while Stalled is True, and otherwise what Ready says (True: Current, False:
+    InProgress; cli-utils v0.37.2, status.go and generic.go). Ready alone would hold Flux on a failure until
+    its timeout and miss work after Ready (bundles, rollouts). Both conditions say what the Argo CD check of
+    deploy/argocd/ says, Progressing, Degraded or Healthy (and Suspended), so the two tools agree:
+
+    - Reconciling=True, reason what is in flight, while the operator still has work for this generation
+      that goes on by itself: a stage's Job to create or running (Compressing, Publishing, waiting for the
+      previous publish), edge bundles being built (Bundling), an edge rollout's wave open or baking, or
+      waiting for its devices' reports (WaveOpened, WaveBaking, AwaitingDevices; a device that never
+      reports counts as failed after the rollout's reportTimeoutSeconds, so this ends).
+    - Stalled=True, reason Ready's (or the bundles' or the halt's), when nothing more happens without a
+      change by someone: an impossible spec (SpecValid=False); a stage's Job that failed (the operator does
+      not run it again unless `modelfleet.io/retry` is set to a new value: also a Retryable failure, which
+      already ran out of the Job's own retries); a missing result or publication; SLOs not met (final for
+      this spec: the artifacts are judged again only when the SLOs change); a worker pod that cannot start
+      (an image that cannot be pulled, a missing Secret, unschedulable past its grace period: it clears when
+      the pod starts); a failed bundle build; a halted edge rollout (it stays halted until a new version).
+    - Both False (reason Current) when Ready and nothing above holds; also while a rollout is paused by its
+      spec (Argo CD's Suspended) or has no devices to go to yet.
+    A reconcile that failed and is retried is `decide_failure`'s: Reconciling=True.
+    """
+    by_type = {c.type: c for c in conditions}
+    ready = by_type.get("Ready")
+    if ready is None or ready.status != "True":
+        if ready is None or ready.status == "Unknown" or ready.reason in IN_PROGRESS:
+            return _reconciling(ready.reason if ready else "Reconciling", ready.message if ready else "")
+        return _stalled(ready.reason, ready.message)
+    halted, bundled, rolled = by_type.get("RolloutHalted"), by_type.get("Bundled"), by_type.get("RolledOut")
+    if halted is not None and halted.status == "True":
+        return _stalled(halted.reason, f"edge rollout halted: {halted.message}")
+    if bundled is not None and bundled.status != "True":
+        if bundled.status == "Unknown" and bundled.reason in IN_PROGRESS:
+            return _reconciling(bundled.reason, bundled.message)
+        return _stalled(bundled.reason, f"edge bundles: {bundled.message}")
+    if rolled is not None and rolled.status != "True" and rolled.reason in ROLLING:
+        return _reconciling(rolled.reason, f"edge rollout: {rolled.message}")
+    return [Wanted(RECONCILING, "False", "Current"), Wanted(STALLED, "False", "Current")]
+
+
+def _reconciling(reason: str, message: str) -> list[Wanted]:
+    return [Wanted(RECONCILING, "True", reason, message), Wanted(STALLED, "False", "Progressing")]
+
+
+def _stalled(reason: str, message: str) -> list[Wanted]:
+    return [Wanted(RECONCILING, "False", "Stalled"), Wanted(STALLED, "True", reason, message)]
 
 
 def _ready(decision: Decision, has_triton: bool, reason: str, message: str) -> Decision:

@@ -8,6 +8,7 @@ onnx2tf pins its own TensorFlow, numpy and onnx, so it lives in a venv of its ow
 hack/onnx2tf-venv.sh) and runs as a subprocess. ncnn's int8 tools are C++ that hack/ncnn-tools.sh builds.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -188,12 +189,18 @@ def _ncnn_tools() -> Path:
 
 
 def _pnnx_binary() -> str:
-    from pnnx import pnnx as run_pnnx  # the wheel's launcher; the binary sits beside it
-
-    binary = Path(run_pnnx.__code__.co_filename).parent / "pnnx"
+    """The converter binary inside the pnnx package, found without importing it: the package's Python
+    side imports torch, which the worker image for ONNX sources leaves out."""
+    spec = importlib.util.find_spec("pnnx")
+    for directory in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(directory) / "pnnx"
+        if binary.is_file():
+            return str(binary)
+    binary = Path(sys.executable).parent / "pnnx"
     if binary.is_file():
         return str(binary)
-    return str(Path(sys.executable).parent / "pnnx")
+    raise UnsupportedModel("pnnx is not installed: ncnn conversion needs its converter binary "
+                           "(pip install pnnx --no-deps, or the modelfleet worker image)", reason="ConverterUnavailable")
 
 
 def to_tflite(loaded: LoadedSource, input_spec: TensorSpec, out: Path, log: Path, progress: Progress) -> None:

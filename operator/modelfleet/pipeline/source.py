@@ -38,7 +38,12 @@ def load(source: Source, path: Path) -> LoadedSource:
     if source.format == SourceFormat.onnx:
         _check_onnx(source, path)
         return LoadedSource(SourceFormat.onnx, path, digest)
-    import torch
+    try:
+        import torch
+    except ImportError as e:  # the worker image for ONNX sources has no torch, by design
+        raise UnsupportedModel(f"{source.format} sources need torch, which this worker has not: the operator runs "
+                               "them in its torch worker image (MODELFLEET_TORCH_WORKER_IMAGE)",
+                               reason="ConverterUnavailable") from e
 
     try:
         if source.format == SourceFormat.torchscript:
