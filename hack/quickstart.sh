@@ -6,14 +6,16 @@
 #   hack/quickstart.sh clean    `helm uninstall` and the demo namespace (the CRDs stay, as the chart keeps them)
 #
 # The artifact store is pvc://modelfleet/results: a hostPath directory on this machine (STORE, default
-# /var/lib/modelfleet-quickstart/store) behind a claim `modelfleet` in the release namespace and in the model's
-# namespace. The digits CNN is trained into it by the torch worker image itself (no host venv needed), and the
+# /var/lib/modelfleet-quickstart/store) behind a claim `modelfleet` in the release namespace (modelfleet-quickstart)
+# and in the model's namespace (modelfleet-demo). The digits CNN is trained into it by the torch worker image itself (no host venv needed), and the
 # model is examples/gitops/base/compressedmodel.yaml (in-cluster pvc:// inputs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RELEASE=modelfleet
-RELEASE_NAMESPACE=modelfleet-system
+# Names of their own, so that the quickstart and the test suite's operator (deploy/, in modelfleet-system) can
+# share the test cluster; the quickstart's operator watches only its models' namespace.
+RELEASE=modelfleet-quickstart
+RELEASE_NAMESPACE=modelfleet-quickstart
 MODELS_NAMESPACE=${MODELS_NAMESPACE:-modelfleet-demo}
 STORE=${STORE:-/var/lib/modelfleet-quickstart/store}
 
@@ -81,7 +83,7 @@ tag() { echo "${1##*:}"; }
     --set operator.image.pullPolicy=Never,operator.worker.pullPolicy=Never \
     --set operator.worker.image.repository="$(repo "${tags[worker]}")",operator.worker.image.tag="$(tag "${tags[worker]}")" \
     --set operator.worker.torchImage.repository="$(repo "${tags[worker-torch]}")",operator.worker.torchImage.tag="$(tag "${tags[worker-torch]}")" \
-    --set gateway.enabled=false \
+    --set gateway.enabled=false,operator.watchNamespaces="{$MODELS_NAMESPACE}" \
     --wait --timeout 5m
 
 log "kubectl apply the digits model into $MODELS_NAMESPACE"

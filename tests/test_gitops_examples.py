@@ -1,7 +1,8 @@
 """examples/gitops: every file parses, every path a kustomization or the Argo CD Application names exists, and
 each overlay, with its JSON patches applied by hand (`add` and `replace`), is still a CompressedModel the
 pydantic model accepts. The patches are JSON patches only: a partial CompressedModel (a merge patch) under
-examples/ would be taken for an example manifest by tests/test_crdgen.py. `kustomize build` itself is the cluster tests' part."""
+examples/ would be taken for an example manifest by tests/test_crdgen.py. On the test cluster, kubectl's real
+`kustomize build` must give the same objects, and the API server must accept them (server-side dry run)."""
 
 import copy
 from pathlib import Path
@@ -65,7 +66,7 @@ def _json_patch(document: dict, operations: list[dict]) -> dict:
 
 
 def _build(directory: Path) -> list[dict]:
-    """A kustomization's resources with its JSON patches and namespace applied (what the tests need of it)."""
+    """A kustomization's resources with its JSON patches, namespace and labels applied (what the tests need of it)."""
     doc = yaml.safe_load((directory / "kustomization.yaml").read_text())
     resources = []
     for ref in doc.get("resources", []):
@@ -80,6 +81,8 @@ def _build(directory: Path) -> list[dict]:
     for resource in resources:
         if "namespace" in doc:
             resource["metadata"]["namespace"] = doc["namespace"]
+        for labels in doc.get("labels", []):
+            resource["metadata"].setdefault("labels", {}).update(labels["pairs"])
     return resources
 
 
@@ -98,3 +101,24 @@ def test_the_overlays_differ_in_slos_and_rollouts():
     assert production.spec.targets.edge[0].rollout.bake_seconds > staging.spec.targets.edge[0].rollout.bake_seconds
     base = CompressedModel.model_validate(_load(GITOPS / "base" / "compressedmodel.yaml")[0])
     assert production.spec.source == base.spec.source
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_kustomize_builds_each_overlay_as_above_and_the_api_server_accepts_it(kube, overlay):
+    """The real `kustomize build` (kubectl's), against the reading above, then a server-side dry run of what it
+    built, in its namespace: what Argo CD or Flux would apply."""
+    built = [d for d in yaml.safe_load_all(kube.kubectl("kustomize", str(overlay)).stdout) if d]
+    assert built == _build(overlay)
+    namespace = built[0]["metadata"]["namespace"]
+    # a namespace an earlier run deleted may still be terminating: no object can be created in it
+    kube.kubectl("wait", "--for=delete", f"namespace/{namespace}", "--timeout=120s", check=False)
+    created = kube.kubectl("create", "namespace", namespace, check=False).returncode == 0
+    try:
+        applied = kube.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
+                               "-f", "-", input=yaml.safe_dump_all(built))
+        assert f"compressedmodel.modelfleet.io/{built[0]['metadata']['name']} serverside-applied (server dry run)" \
+            in applied.stdout
+    finally:
+        if created:
+            kube.kubectl("delete", "namespace", namespace, "--wait=true")
