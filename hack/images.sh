@@ -282,10 +282,12 @@ EOF
     touch "$tmp/.complete"
     rm -rf "$dir"
     mv "$tmp" "$dir"
-    for old in "$CACHE"/wheelhouse/*/.complete; do   # superseded: the same image's
+    local owner
+    for old in "$CACHE"/wheelhouse/*/.complete; do   # superseded: the same image's, or no current image's
         old=$(dirname "$old")
         [ "$old" = "$dir" ] && continue
-        if [ "$(cat "$old/.extras" 2>/dev/null)" = "$image" ]; then rm -rf "$old"; fi
+        owner=$(cat "$old/.extras" 2>/dev/null || true)
+        if [ "$owner" = "$image" ] || [[ " $IMAGES " != *" $owner "* ]]; then rm -rf "$old"; fi
     done
     log "wheelhouse $dir: $(du -sh "$dir" | cut -f1) in $((SECONDS - start))s"
     printf '%s\n' "$dir"
