@@ -516,7 +516,12 @@ def test_helm_install_runs_digits_an_upgrade_rolls_the_operator_only_and_uninsta
     chart = [str(CHART), "-f", str(tmp_path / "values.yaml")]
     try:
         # --take-ownership: the CRDs exist already (hack/cluster.sh applies crds/); the release adopts them.
-        release.helm("install", release.name, *chart, "--take-ownership", "--wait", "--timeout", "5m")
+        installed = release.helm("install", release.name, *chart, "--take-ownership", "--wait", "--timeout", "5m")
+        # NOTES.txt: where the operator runs, what the store needs, the next command
+        notes = installed.stdout[installed.stdout.index("NOTES:"):]
+        assert f"kubectl -n {release.namespace} get deploy,pods -l app.kubernetes.io/instance={release.name}," in notes
+        assert f"the claim {STORE_CLAIM} must exist in\n{release.namespace} and in every namespace" in notes
+        assert "kubectl apply -n models -f examples/gitops/base/compressedmodel.yaml" in notes
         pod = release.ready_operator_pod()
         [container] = pod.spec.containers
         assert container.image == operator_image
