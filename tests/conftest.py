@@ -349,6 +349,26 @@ def namespace(kube, request) -> str:
     core.delete_namespace(name)
 
 
+def hostpath_claim(kube: "KubeCluster", namespace: str, artifact_root: Path) -> str:
+    """The store's claim (STORE_CLAIM) in `namespace`, bound to a hostPath volume on the directory behind every
+    test namespace's claim, where the worker Jobs write; returns the volume's name (delete it after)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api)
+    volume = f"{namespace}-{STORE_CLAIM}"
+    core.create_persistent_volume({
+        "metadata": {"name": volume, "labels": {"modelfleet.io/test": "true"}},
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "hostPath": {"path": str(artifact_root / STORE_CLAIM), "type": "Directory"},
+                 "claimRef": {"namespace": namespace, "name": STORE_CLAIM}}})
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": STORE_CLAIM},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": volume,
+                 "resources": {"requests": {"storage": "10Gi"}}}})
+    return volume
+
+
 def delete_models(kube: "KubeCluster", namespace: str, timeout: float = 60) -> None:
     """Delete every CompressedModel in `namespace` and wait until they are gone (finalizers released)."""
     kube.kubectl("delete", "compressedmodels.modelfleet.io", "--all", "-n", namespace, "--wait=true",

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import REPO, wait_until
+from conftest import REPO, STORE_CLAIM, hostpath_claim, wait_until
 from test_cluster_operator import claim, conditions, get, inputs, jobs, resource, wait_for  # noqa: F401 (fixtures)
 from test_cluster_s3 import sole_operator  # noqa: F401 (a fixture: the session's operator stopped meanwhile)
 
@@ -397,8 +397,6 @@ def test_full_rendering_is_accepted_by_the_api_server(kube, helm, namespace, mon
 
 # --- install, upgrade, uninstall ----------------------------------------------------------------------------------
 
-STORE_CLAIM = "modelfleet"
-
 
 @pytest.fixture
 def release_namespace(kube, artifact_root):
@@ -410,17 +408,7 @@ def release_namespace(kube, artifact_root):
     name = f"mf-helm-{uuid.uuid4().hex[:5]}"
     core.create_namespace({"metadata": {"name": name, "labels": {
         "modelfleet.io/test": "true", "pod-security.kubernetes.io/enforce": "restricted"}}})
-    volume = f"{name}-{STORE_CLAIM}"
-    core.create_persistent_volume({
-        "metadata": {"name": volume, "labels": {"modelfleet.io/test": "true"}},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                 "hostPath": {"path": str(artifact_root / STORE_CLAIM), "type": "Directory"},
-                 "claimRef": {"namespace": name, "name": STORE_CLAIM}}})
-    core.create_namespaced_persistent_volume_claim(name, {
-        "metadata": {"name": STORE_CLAIM},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": volume,
-                 "resources": {"requests": {"storage": "10Gi"}}}})
+    volume = hostpath_claim(kube, name, artifact_root)
     yield name
     core.delete_namespace(name)
     core.delete_persistent_volume(volume)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from conftest import deep_update, digits_example, wait_until
+from conftest import deep_update, digits_example, hostpath_claim, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -39,20 +39,9 @@ def inputs(digits_data, artifact_root) -> str:
 @pytest.fixture
 def claim(kube, namespace, artifact_root) -> str:
     """A PersistentVolumeClaim in the test namespace bound to a hostPath volume on the node."""
-    core = client.CoreV1Api(kube.api)
-    volume = f"{namespace}-{CLAIM}"
-    core.create_persistent_volume({
-        "metadata": {"name": volume, "labels": {"modelfleet.io/test": "true"}},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                 "hostPath": {"path": str(artifact_root / CLAIM), "type": "Directory"},
-                 "claimRef": {"namespace": namespace, "name": CLAIM}}})
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": CLAIM},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": volume,
-                 "resources": {"requests": {"storage": "10Gi"}}}})
+    volume = hostpath_claim(kube, namespace, artifact_root)
     yield CLAIM
-    core.delete_persistent_volume(volume)
+    client.CoreV1Api(kube.api).delete_persistent_volume(volume)
 
 
 def resource(inputs: str, name: str = "digits", changes: dict | None = None) -> dict:
