@@ -11,6 +11,8 @@
 #   hack/cluster.sh status          what runs
 #   hack/cluster.sh load-image TAG  copy a docker image into the node's containerd
 #   hack/cluster.sh build           only build/download the binaries and images
+#   hack/cluster.sh packages        only install the Debian packages it needs
+#   hack/cluster.sh binaries        only build the Kubernetes, CNI, crictl and CoreDNS binaries
 #   hack/cluster.sh dockerd         start Debian's dockerd unless one answers (to build images)
 #
 # Must run as root. Details, caches and logs: hack/cluster/README.md.
@@ -161,8 +163,8 @@ ensure_packages() {
     [ "${#missing[@]}" -eq 0 ] && return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     log "installing Debian packages: ${missing[*]}"
-    apt-get update -qq >"$LOGS/apt.log" 2>&1 || { tail -n 20 "$LOGS/apt.log" >&2; die "apt-get update failed"; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >"$LOGS/apt.log" 2>&1 || { tail -n 20 "$LOGS/apt.log" >&2; die "apt-get update failed"; }
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
         >>"$LOGS/apt.log" 2>&1 || { tail -n 20 "$LOGS/apt.log" >&2; die "apt-get install failed"; }
 }
 
@@ -812,6 +814,15 @@ case ${1:-} in
     status) cmd_status ;;
     env) cmd_env ;;
     build) cmd_build ;;
+    packages)
+        mkdir -p "$RUN" "$LOGS" "$PIDS"
+        ensure_packages
+        ;;
+    binaries)
+        mkdir -p "$RUN" "$LOGS" "$PIDS" "$CACHE"
+        ensure_packages
+        ensure_binaries
+        ;;
     dockerd)
         mkdir -p "$RUN" "$LOGS" "$PIDS"
         ensure_dockerd

@@ -53,7 +53,7 @@ build() {
     if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             log "installing cmake and g++ (Debian)"
-            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake g++; } \
+            { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends cmake g++; } \
                 >"$cache/apt.log" 2>&1 || { tail -n 20 "$cache/apt.log" >&2; die "apt-get install cmake g++ failed"; }
         else
             die "building ncnn's tools needs cmake and a C++ compiler (Debian: apt-get install cmake g++)"

@@ -60,8 +60,8 @@ if ! installed; then
         fi
         log "installing ${packages[*]} (apt, --no-install-recommends)"
         export DEBIAN_FRONTEND=noninteractive
-        $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2 \
-            || { $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2; }
+        $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${packages[@]}" >&2 \
+            || { $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 && $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${packages[@]}" >&2; }
         stop_daemons
     fi
     exec 9>&-

@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 DIGITS_MANIFEST = REPO / "examples" / "digits" / "compressedmodel.yaml"
 
 
+# Fixtures that build, download or start an external component (hack/'s scripts): a test that uses one is
+# marked `component` and runs after the unit tier, once hack/prepare.sh has built them (hack/test.sh).
+COMPONENT_FIXTURES = {"onnx2tf", "ncnn_tools", "promtool", "prometheus_operator_crds", "triton", "minio", "kube",
+                      "helm", "kstatus_bin", "stack"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if COMPONENT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.component)
+
+
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory) -> Path:
     """A freshly trained digits model, its ExportedProgram twin, and calibration/evaluation sets."""
@@ -139,6 +151,11 @@ def digits_denoiser(tmp_path_factory) -> Path:
             return self.decode(features + self.pooled(features))
 
     out = tmp_path_factory.mktemp("denoiser")
+    # The same weights on every machine: seeded, one thread, deterministic kernels (what int8 calibration of it
+    # measures then depends only on the quantizer, not on how this CPU scheduled the training).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(0)
     clean = (load_digits().images / 16.0).astype(np.float32)[:, None]
     noisy = np.clip(clean + rng.normal(0, 0.25, clean.shape), 0, 1).astype(np.float32)
@@ -153,6 +170,8 @@ def digits_denoiser(tmp_path_factory) -> Path:
             torch.nn.functional.mse_loss(model(x[i:i + 64]), y[i:i + 64]).backward()
             optimizer.step()
     model.eval()
+    torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(threads)
     with torch.no_grad():
         denoised = model(torch.from_numpy(x_test)).numpy()
     # A real model: it removes about half of the held-out noise (what clipping to [0, 1] left of it).

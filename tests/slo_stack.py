@@ -4,6 +4,7 @@ receiver in this process that records every alert Alertmanager sends, and a boun
 model. Nothing listens beyond 127.0.0.1."""
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from conftest import REPO, ServerProcess, TritonProcess, free_port
+from conftest import REPO, ServerProcess, TritonProcess, free_port, wait_until
 
 from modelfleet import rulegen
 from modelfleet.api.compressedmodel import TritonTarget
@@ -149,13 +150,17 @@ class AlertmanagerProcess(ServerProcess):
 
 class PrometheusProcess(ServerProcess):
     """prometheus on a loopback port: `scrape` maps job names to target addresses, scraped every second;
-    `groups` is the rule file (evaluated every second); alerts go to `alertmanager`."""
+    `groups` is the rule file (evaluated every second); alerts go to `alertmanager`.
+
+    The rules are loaded (SIGHUP) only once every target has been scraped: scaled down to seconds, a `for` of
+    5 s is shorter than a loaded machine's first scrape can take, and `absent(up)` would fire the *Down alerts
+    on startup alone (in production their `for` is minutes)."""
 
     def __init__(self, binary: str, directory: Path, scrape: dict[str, list[str]], alertmanager: str,
                  groups: list[dict]):
         directory.mkdir(parents=True, exist_ok=True)
         self.rules = directory / "rules.yaml"
-        self.rules.write_text(rulegen.dump({"groups": groups}))
+        self.rules.write_text(rulegen.dump({"groups": []}))
         config = {
             "global": {"scrape_interval": INTERVAL, "scrape_timeout": INTERVAL, "evaluation_interval": INTERVAL},
             "rule_files": [str(self.rules)],
@@ -171,6 +176,11 @@ class PrometheusProcess(ServerProcess):
                      f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address={self.address}",
                      "--log.level=warn"],
                     directory / "prometheus.log", f"{self.url}/-/ready", timeout_s=60)
+        wait_until(lambda: self.targets_up() == dict.fromkeys(scrape, "up"),
+                   60, f"Prometheus to scrape {sorted(scrape)} once")
+        self.rules.write_text(rulegen.dump({"groups": groups}))
+        self._process.send_signal(signal.SIGHUP)
+        wait_until(lambda: set(self.rule_groups()) == {g["name"] for g in groups}, 30, "the rules to load")
 
     def _api(self, path: str, **params) -> dict:
         body = _get_json(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")

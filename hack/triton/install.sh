@@ -43,8 +43,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if ! ldconfig -p 2>/dev/null | grep "libpython$pyver\.so\.1\.0" >/dev/null; then
     echo "==> installing libpython$pyver (apt)" >&2
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get install -y -qq "libpython$pyver" >&2 \
-      || { $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq "libpython$pyver" >&2; }
+    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "libpython$pyver" >&2 \
+      || { $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 && $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "libpython$pyver" >&2; }
   fi
   mkdir -p "$home/wheel"
   whl=$(ls "$home"/wheel/nvidia_pytriton-"$version"-*.whl 2>/dev/null | head -n1 || true)

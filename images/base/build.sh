@@ -22,11 +22,14 @@ TARBALL=$CACHE/base-${SUITE}-${BASE_REVISION}.tar
 
 log() { printf '[base] %s\n' "$*" >&2; }
 
+mkdir -p "$CACHE"
+# hack/cluster.sh and hack/images.sh may both need the base at once (hack/prepare.sh): one builds it.
+exec 8>"$CACHE/base.lock"
+flock 8
 if docker image inspect "$TAG" >/dev/null 2>&1; then
     log "$TAG present"
     exit 0
 fi
-mkdir -p "$CACHE"
 if [ ! -s "$TARBALL" ]; then
     command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
     root=$(mktemp -d "$CACHE/rootfs.XXXXXX")
