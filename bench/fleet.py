@@ -202,7 +202,10 @@ async def bench(args) -> dict:
         [sys.executable, "-m", "modelfleet.cli", "gateway", "--backend", "memory", "--host", "127.0.0.1",
          "--port", str(port), "--metrics-port", str(metrics_port), "--artifacts", f"file://{work / 'store'}",
          "--signing-key", str(work / "state.pem"), "--bundle-keys", str(work / "bundle.pub"),
-         "--write-rate", str(args.write_rate)], cwd=ROOT)
+         "--write-rate", str(args.write_rate),
+         # The simulated devices share one source address; real ones each have their own. Every other limit
+         # (body size and time, header size and time) is the default.
+         "--max-connections-per-client", str(args.connections + 16)], cwd=ROOT)
     base, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
     figures: dict = {"devices": args.devices, "interval_s": args.interval, "write_rate": args.write_rate}
     connector = aiohttp.TCPConnector(limit=args.connections)
@@ -298,6 +301,12 @@ async def bench(args) -> dict:
             print("steady state:", json.dumps(figures["steady"]), flush=True)
 
             # --- rollout of version 2, bake 0; this script is the operator
+            if args.skip_rollout:
+                stop.set()
+                for task in runners:
+                    task.cancel()
+                await asyncio.gather(*runners, return_exceptions=True)
+                return figures
             fleet.poll_ms.clear()
             rollout_started = time.monotonic()
             state = start(SALT, 2, prior=state)
@@ -368,6 +377,7 @@ def main() -> int:
     parser.add_argument("--write-rate", type=float, default=20.0, help="the gateway's --write-rate")
     parser.add_argument("--connections", type=int, default=256, help="HTTP connections the devices share")
     parser.add_argument("--operator-period", type=float, default=5.0, help="seconds between rollout decisions")
+    parser.add_argument("--skip-rollout", action="store_true", help="stop after the steady state")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     try:

@@ -24,12 +24,15 @@ NODE_IMAGES="operator worker worker-tflite worker-torch"
 
 log() { printf '[prepare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# step NAME COMMAND...: run it with its output in $logs/NAME.log, record its time and outcome.
+# step NAME COMMAND...: run it with its output in $logs/NAME.log, record its time and outcome. Builds run at
+# the lowest priority, so that the unit tier beside them keeps the CPU it needs; steps that start daemons (the
+# cluster, dockerd) do not, since their daemons would keep that priority.
 step() {
-    local name=$1 start=$SECONDS status=ok
+    local name=$1 start=$SECONDS status=ok priority=19
     shift
+    case $name in cluster-up | dockerd) priority=0 ;; esac
     log "$name: started"
-    if ! "$@" >"$logs/$name.log" 2>&1; then
+    if ! nice -n "$priority" "$@" >"$logs/$name.log" 2>&1; then
         status=FAILED
         log "$name: FAILED after $((SECONDS - start))s; last lines of $logs/$name.log:"
         tail -n 15 "$logs/$name.log" >&2
@@ -49,7 +52,7 @@ lane_go() {
     fi
     step helm bash hack/helm.sh
     step kstatus bash hack/kstatus.sh
-    step minio bash hack/minio.sh
+    step minio bash hack/minio.sh build
 }
 
 lane_images() {

@@ -217,6 +217,11 @@ class StandInGateway:
         self.cut_once: set[str] = set()  # file paths whose next download stops half way
         self.range_requests: list[tuple[str, str]] = []
         self.down = False  # True: every request is answered 503 (an unreachable gateway's stand-in)
+        self.drip: set[str] = set()  # request paths answered one byte every `drip_seconds` (a slow-drip server)
+        self.drip_seconds = 2.0
+        self.redirects: dict[str, str] = {}  # request path -> the URL a 307 sends the client to
+        self.public = False  # True: bundle files without a credential (a presigned URL's host)
+        self.requests_seen: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header)
         self.changed = threading.Condition()
         gateway = self
 
@@ -227,9 +232,11 @@ class StandInGateway:
                 pass
 
             def do_GET(self):
+                gateway.requests_seen.append(("GET", self.path, self.headers.get("Authorization")))
                 gateway._get(self)
 
             def do_POST(self):
+                gateway.requests_seen.append(("POST", self.path, self.headers.get("Authorization")))
                 gateway._post(self)
 
         self.server = _QuietServer(("127.0.0.1", 0), Handler)
@@ -314,13 +321,34 @@ class StandInGateway:
         elif not match:
             self._error(handler, 404, "NotFound")
 
+    def _dripped(self, handler) -> None:
+        """Promise a large body and send it one byte at a time, until the client gives up (at most 10 minutes)."""
+        import time
+
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        with self.changed:
+            self.changed.notify_all()
+        for _ in range(int(600 / self.drip_seconds)):
+            try:
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+            except OSError:
+                return
+            time.sleep(self.drip_seconds)
+
     def _get(self, handler) -> None:
         if self.down:
             return self._error(handler, 503, "Unavailable")
+        if handler.path in self.drip:
+            return self._dripped(handler)
+        if handler.path in self.redirects:
+            return self._send(handler, 307, headers={"Location": self.redirects[handler.path]})
         match = re.fullmatch(rf"/v1/devices/{NAMESPACE}/([^/]+)/(desired-state|bundles/(.+))", handler.path)
         if not match:
             return self._error(handler, 404, "NotFound")
-        if not self._authorized(handler, match[1]):
+        if not (self.public and match[3]) and not self._authorized(handler, match[1]):
             return
         state = self.device(match[1])
         if match[2] == "desired-state":

@@ -82,7 +82,7 @@ def device_verifies(envelope: bytes, files: dict[str, bytes], public_pem: bytes,
     trust = TrustedState(namespace=NAMESPACE, device=DEVICE, state_keys=signing.KeySet([gateway_key]),
                          bundle_keys=signing.KeySet.load([public_pem]))
     trust.verify_desired_state(signing.sign(desired, gateway_key), now)
-    return trust.verify_bundle(envelope, files, now, installed_version=None)
+    return trust.verify_bundle(envelope, files, now, installed_version=None, slot=ref)
 
 
 def bundle_files(directory: Path) -> tuple[bytes, dict[str, bytes]]:

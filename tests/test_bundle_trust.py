@@ -114,6 +114,12 @@ def agent(repo) -> TrustedState:
     return repo.agent()
 
 
+def slot(agent: TrustedState, target: str = "phones") -> BundleRef:
+    """What the agent installs into: its desired state's order for digits/<target> (a placeholder when none)."""
+    ordered = agent.desired.bundle_for("digits", target) if agent.desired else None
+    return ordered or BundleRef(model="digits", target=target, version=1, manifest_sha256="0" * 64, url="none")
+
+
 def _ordered(repo: Repository, agent: TrustedState, bundle: Bundle, **ref_changes) -> None:
     agent.verify_desired_state(repo.desired(ref(bundle, **ref_changes)), NOW)
 
@@ -127,7 +133,7 @@ def test_an_ordered_fresh_bundle_verifies_and_the_record_is_what_to_persist(repo
     assert update.changed and update.record == agent.record
     assert (update.record.sequence, update.record.issued) == (1, NOW)
 
-    verified = agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2)
+    verified = agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2, slot=slot(agent))
     assert verified.manifest == bundle.manifest
     assert verified.manifest_sha256 == bundle.sha256
     assert not verified.rollback
@@ -137,7 +143,7 @@ def test_files_may_be_readers(repo, agent):
     bundle = repo.bundle(3)
     _ordered(repo, agent, bundle)
     readers = {path: io.BytesIO(data) for path, data in bundle.files.items()}
-    assert agent.verify_bundle(bundle.envelope, readers, NOW, installed_version=None).manifest.version == 3
+    assert agent.verify_bundle(bundle.envelope, readers, NOW, installed_version=None, slot=slot(agent)).manifest.version == 3
 
 
 # --- tampered bundles -----------------------------------------------------------------------------
@@ -154,7 +160,7 @@ def test_tampered_file_is_refused(repo, agent, change):
     _ordered(repo, agent, bundle)
     files = bundle.files | {"model.bin": change(bundle.files["model.bin"])}
     with pytest.raises(errors.TamperedFile, match="model.bin"):
-        agent.verify_bundle(bundle.envelope, files, NOW, installed_version=2)
+        agent.verify_bundle(bundle.envelope, files, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_an_endless_file_is_not_read_past_its_listed_size(repo, agent):
@@ -170,7 +176,7 @@ def test_an_endless_file_is_not_read_past_its_listed_size(repo, agent):
 
     endless = Endless()
     with pytest.raises(errors.TamperedFile, match="longer than"):
-        agent.verify_bundle(bundle.envelope, bundle.files | {"model.bin": endless}, NOW, installed_version=2)
+        agent.verify_bundle(bundle.envelope, bundle.files | {"model.bin": endless}, NOW, installed_version=2, slot=slot(agent))
     assert endless.read_bytes <= 2 << 20
 
 
@@ -180,7 +186,7 @@ def test_missing_or_unlisted_file_is_refused(repo, agent, drop, add):
     _ordered(repo, agent, bundle)
     files = {p: b for p, b in bundle.files.items() if p != drop} | ({add: b"x"} if add else {})
     with pytest.raises(errors.FileSetMismatch):
-        agent.verify_bundle(bundle.envelope, files, NOW, installed_version=2)
+        agent.verify_bundle(bundle.envelope, files, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_tampered_manifest_is_refused(repo, agent):
@@ -192,7 +198,7 @@ def test_tampered_manifest_is_refused(repo, agent):
     document["files"][1] |= {"sha256": hashlib.sha256(evil).hexdigest(), "sizeBytes": len(evil)}
     tampered = _with_payload(bundle.envelope, signing.canonical_json(document))
     with pytest.raises(errors.TamperedManifest):
-        agent.verify_bundle(tampered, bundle.files | {"model.bin": evil}, NOW, installed_version=2)
+        agent.verify_bundle(tampered, bundle.files | {"model.bin": evil}, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_tampered_signature_is_refused(repo, agent):
@@ -203,7 +209,7 @@ def test_tampered_signature_is_refused(repo, agent):
     sig[0] ^= 1
     envelope["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
     with pytest.raises(errors.TamperedManifest):
-        agent.verify_bundle(json.dumps(envelope).encode(), bundle.files, NOW, installed_version=2)
+        agent.verify_bundle(json.dumps(envelope).encode(), bundle.files, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_tampered_desired_state_is_refused(repo, agent):
@@ -223,7 +229,7 @@ def test_manifest_signed_by_an_unknown_key_is_refused(repo, agent):
     bundle = repo.bundle(3, key=signing.generate_private_key())
     _ordered(repo, agent, bundle)
     with pytest.raises(errors.UnknownKey):
-        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2)
+        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_a_signature_claiming_a_trusted_key_id_does_not_verify(repo, agent):
@@ -233,7 +239,7 @@ def test_a_signature_claiming_a_trusted_key_id_does_not_verify(repo, agent):
     envelope = _envelope(bundle.envelope)
     envelope["signatures"][0]["keyId"] = signing.key_id(repo.bundle_key)
     with pytest.raises(errors.TamperedManifest):
-        agent.verify_bundle(json.dumps(envelope).encode(), bundle.files, NOW, installed_version=2)
+        agent.verify_bundle(json.dumps(envelope).encode(), bundle.files, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_a_worker_key_cannot_sign_desired_states(repo, agent):
@@ -263,17 +269,17 @@ def test_key_rotation(repo):
     rotating = repo.agent(bundle_keys=signing.KeySet([old, new]))
     for bundle in (by_old, by_new, both):
         _ordered(repo, rotating, bundle)
-        verified = rotating.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=3)
+        verified = rotating.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=3, slot=slot(rotating))
         assert verified.manifest == bundle.manifest
 
     # Once the old key is removed, what it alone signed is refused; the new key's and the doubly signed pass.
     rotated = repo.agent(bundle_keys=signing.KeySet([old, new]).without(signing.key_id(old)))
     _ordered(repo, rotated, by_old)
     with pytest.raises(errors.UnknownKey):
-        rotated.verify_bundle(by_old.envelope, by_old.files, NOW, installed_version=3)
+        rotated.verify_bundle(by_old.envelope, by_old.files, NOW, installed_version=3, slot=slot(rotated))
     for bundle in (by_new, both):
         _ordered(repo, rotated, bundle)
-        rotated.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=3)
+        rotated.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=3, slot=slot(rotated))
     # A signature re-made with the new key leaves the manifest's pin (the payload's sha256) as it was.
     assert both.sha256 == by_new.sha256
 
@@ -337,7 +343,7 @@ def test_frozen_desired_state_is_refused(repo, agent):
     bundle = repo.bundle(3)
     agent.verify_desired_state(repo.desired(ref(bundle), lifetime=timedelta(minutes=10)), NOW)
     with pytest.raises(errors.Frozen):
-        agent.verify_bundle(bundle.envelope, bundle.files, NOW + timedelta(hours=1), installed_version=2)
+        agent.verify_bundle(bundle.envelope, bundle.files, NOW + timedelta(hours=1), installed_version=2, slot=slot(agent))
 
 
 @pytest.mark.parametrize(("expired_ago", "skew", "accepted"), [
@@ -351,10 +357,10 @@ def test_expired_manifest_is_refused_within_the_skew_allowance(repo, expired_ago
     bundle = repo.bundle(3, expires=NOW - expired_ago)
     _ordered(repo, agent, bundle)
     if accepted:
-        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2)
+        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2, slot=slot(agent))
     else:
         with pytest.raises(errors.Expired):
-            agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2)
+            agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_a_clock_that_went_back_does_not_revive_an_expired_manifest(repo, agent):
@@ -362,23 +368,23 @@ def test_a_clock_that_went_back_does_not_revive_an_expired_manifest(repo, agent)
     bundle = repo.bundle(3, expires=NOW - timedelta(days=1))
     _ordered(repo, agent, bundle)
     with pytest.raises(errors.Expired):
-        agent.verify_bundle(bundle.envelope, bundle.files, datetime(1970, 1, 1, tzinfo=timezone.utc), 2)
+        agent.verify_bundle(bundle.envelope, bundle.files, datetime(1970, 1, 1, tzinfo=timezone.utc), 2, slot=slot(agent))
 
 
 def test_downgrade_is_refused_unless_the_desired_state_orders_the_rollback(repo, agent):
     old = repo.bundle(2)
     _ordered(repo, agent, old)
     with pytest.raises(errors.Downgrade, match="below the installed version 3"):
-        agent.verify_bundle(old.envelope, old.files, NOW, installed_version=3)
+        agent.verify_bundle(old.envelope, old.files, NOW, installed_version=3, slot=slot(agent))
 
     _ordered(repo, agent, old, rollback=True)
-    assert agent.verify_bundle(old.envelope, old.files, NOW, installed_version=3).rollback
+    assert agent.verify_bundle(old.envelope, old.files, NOW, installed_version=3, slot=slot(agent)).rollback
 
 
 def test_reinstalling_the_installed_version_is_no_downgrade(repo, agent):
     bundle = repo.bundle(3)
     _ordered(repo, agent, bundle)
-    assert not agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=3).rollback
+    assert not agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=3, slot=slot(agent)).rollback
 
 
 def test_mix_and_match_a_signed_manifest_the_desired_state_does_not_name_is_refused(repo, agent):
@@ -389,8 +395,24 @@ def test_mix_and_match_a_signed_manifest_the_desired_state_does_not_name_is_refu
     same_version_other_build = repo.bundle(3, min_agent_version="0.1.1")
     other_target = repo.bundle(3, target="tablets")
     for bundle in (older, same_version_other_build, other_target):
-        with pytest.raises(errors.NotOrdered):
-            agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=None)
+        with pytest.raises(errors.WrongBundle):
+            agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=None, slot=slot(agent))
+    # A slot the desired state does not order at all.
+    with pytest.raises(errors.NotOrdered):
+        agent.verify_bundle(other_target.envelope, other_target.files, NOW, installed_version=None,
+                            slot=slot(agent, "tablets"))
+
+
+def test_mix_and_match_another_ordered_models_bundle_in_this_slot_is_refused(repo, agent):
+    # Both bundles are ordered by the same desired state; B's validly signed manifest and files served at A's URL
+    # must not install into A's slot (TUF and Uptane pin targets by hash for exactly this).
+    a = repo.bundle(2)
+    b = repo.bundle(5, target="tablets")
+    agent.verify_desired_state(repo.desired(ref(a), ref(b)), NOW)
+    with pytest.raises(errors.WrongBundle, match="tablets version 5 .* was served for ml/digits/phones version 2"):
+        agent.verify_bundle(b.envelope, b.files, NOW, installed_version=1, slot=slot(agent, "phones"))
+    assert agent.verify_bundle(b.envelope, b.files, NOW, installed_version=None,
+                               slot=slot(agent, "tablets")).manifest.version == 5
 
 
 def test_a_desired_state_for_another_device_is_refused(repo, agent):
@@ -401,7 +423,7 @@ def test_a_desired_state_for_another_device_is_refused(repo, agent):
 def test_no_bundle_before_a_desired_state(repo, agent):
     bundle = repo.bundle(3)
     with pytest.raises(errors.NoDesiredState):
-        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=None)
+        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=None, slot=slot(agent))
 
 
 def test_a_bundle_for_a_newer_agent_is_refused(repo):
@@ -409,7 +431,7 @@ def test_a_bundle_for_a_newer_agent_is_refused(repo):
     bundle = repo.bundle(3, min_agent_version="0.10.0")
     _ordered(repo, agent, bundle)
     with pytest.raises(errors.AgentTooOld, match="needs agent 0.10.0"):
-        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2)
+        agent.verify_bundle(bundle.envelope, bundle.files, NOW, installed_version=2, slot=slot(agent))
 
 
 def test_a_naive_reference_time_is_a_programming_error(repo, agent):
@@ -439,7 +461,7 @@ def test_path_traversal_signed_by_a_trusted_key_is_still_refused(repo, agent):
     envelope = _signed_raw(document, BundleManifest.PAYLOAD_TYPE, repo.bundle_key)
     agent.verify_desired_state(repo.desired(ref(bundle)), NOW)
     with pytest.raises(errors.InvalidManifest, match="files.2.path"):
-        agent.verify_bundle(envelope, bundle.files, NOW, installed_version=2)
+        agent.verify_bundle(envelope, bundle.files, NOW, installed_version=2, slot=slot(agent))
 
 
 @pytest.mark.parametrize(("paths", "problem"), [

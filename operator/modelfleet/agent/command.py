@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle-keys", type=Path, required=True,
                         help="PEM file of the bundle signers' public keys (manifests)")
     parser.add_argument("--ca-file", type=Path, help="CA bundle that signed the gateway's HTTPS certificate")
+    parser.add_argument("--request-timeout", type=float, default=30.0,
+                        help="seconds a request to the gateway may take in all, however slowly bytes arrive; a bundle "
+                             "file gets this plus its size at 16 KiB/s (default 30)")
     parser.add_argument("--poll-seconds", type=float, default=30.0, help="poll interval, jittered (default 30)")
     parser.add_argument("--clock-skew-seconds", type=float, default=300.0,
                         help="how far past an expiry a document is still accepted (default 300)")
@@ -43,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, help="serve /metrics on this port")
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address /metrics listens on (default 0.0.0.0)")
     parser.add_argument("--smoke-threads", type=int, default=1, help="runtime threads of the smoke test")
+    parser.add_argument("--check-seconds", type=float, default=3600.0,
+                        help="how often the active models' files are hashed against their manifests; a damaged one "
+                             "is reported (ActiveTampered) and installed again (default 3600)")
     parser.add_argument("--once", action="store_true",
                         help="one poll, then exit: 0 converged, 1 gateway unreachable, 2 not converged (an install "
                              "failed or waits for the window), 3 cannot enrol")
@@ -62,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         maintenance_window=parse_window(args.maintenance_window) if args.maintenance_window else None,
         post_install_hook=shlex.split(args.post_install_hook) if args.post_install_hook else None,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, once=args.once,
-        smoke_threads=args.smoke_threads)
+        smoke_threads=args.smoke_threads, check_seconds=args.check_seconds, request_timeout=args.request_timeout)
     agent = Agent(config)
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())  # finish the step at hand, then exit
+    signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())  # cut the request or smoke test at hand, then exit
     return agent.run()

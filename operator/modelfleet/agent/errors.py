@@ -88,6 +88,13 @@ class Frozen(Refused):
     reason = "Frozen"
 
 
+class IssuedInFuture(Refused):
+    """A desired state issued further ahead of the device's clock than the skew allowance: the gateway's clock or
+    the device's is wrong. Never persisted, so nothing locks the device out once the clocks agree again."""
+
+    reason = "IssuedInFuture"
+
+
 class NoDesiredState(Refused):
     """A bundle offered before any desired state was verified: nothing says what to install."""
 
@@ -95,9 +102,16 @@ class NoDesiredState(Refused):
 
 
 class NotOrdered(Refused):
-    """A validly signed manifest other than the one the desired state names for its model and target."""
+    """A bundle the trusted desired state does not order (no order for that slot, or another one)."""
 
     reason = "NotOrdered"
+
+
+class WrongBundle(Refused):
+    """Mix-and-match: a validly signed manifest of another model, target, version or content served for the
+    slot the desired state orders (a bundle store written by an attacker, a mirror that mixed bundles up)."""
+
+    reason = "WrongBundle"
 
 
 class Downgrade(Refused):

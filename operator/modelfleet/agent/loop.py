@@ -70,6 +70,8 @@ class AgentConfig:
     metrics_host: str = "0.0.0.0"
     once: bool = False
     smoke_threads: int = 1
+    check_seconds: float = 3600.0  # how often the active models' files are hashed against their manifests
+    request_timeout: float = 30.0  # a request's total deadline (GatewayClient)
 
 
 class InstallFailed(Exception):
@@ -134,16 +136,24 @@ class Agent:
     def __init__(self, config: AgentConfig, *, client: GatewayClient | None = None):
         self.config = config
         self.store = DeviceStore(config.directory)
-        self.client = client or GatewayClient(config.gateway, ca_file=config.ca_file)
+        self.client = client or GatewayClient(config.gateway, ca_file=config.ca_file, timeout=config.request_timeout)
         self.trust: TrustedState | None = None
         self.failures: dict[tuple[str, str], _Failure] = {}
         self.held: dict[tuple[str, str], str] = {}  # verified downloads waiting for the maintenance window
         self.state_error: DeviceError | None = None
+        self.notice: DeviceError | None = None  # reported once: a damaged trust record set aside, ...
+        self.damaged: dict[tuple[str, str], DeviceError] = {}  # active models whose files failed their hashes
+        self.next_check = 0.0  # monotonic time of the next check of the active models' hashes
         self.etag: str | None = None
         self.report_due = True
         self.polls_since_report = 0
         self.stop = threading.Event()
         self.metrics = None
+
+    def shutdown(self) -> None:
+        """Stop soon (SIGTERM): the loop ends, and a request or smoke test under way is cut short."""
+        self.stop.set()
+        self.client.abort()
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -163,16 +173,22 @@ class Agent:
                 log.warning("%s/%s: recovery: %s", target.model, target.target, action)
             if phase != "idle":
                 target.save_phase("idle")
+        record, problem = self.store.trust_record()
+        if problem:
+            log.error("trust record: %s", problem)
+            self._state_problem("TrustRecordCorrupt", problem)
         self.trust = TrustedState(
             namespace=self.config.namespace, device=self.config.device,
             state_keys=load_keys(self.config.state_keys), bundle_keys=load_keys(self.config.bundle_keys),
-            record=self.store.trust_record(), clock_skew=timedelta(seconds=self.config.clock_skew_seconds),
+            record=record, clock_skew=timedelta(seconds=self.config.clock_skew_seconds),
             agent_version=__version__)
         if self.config.metrics_port is not None:
             from modelfleet.agent.metrics import AgentMetrics
 
             self.metrics = AgentMetrics()
             self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
+        self._set_aside_future_record()
+        self._check_active()
         self._update_gauges()
 
     def enroll(self) -> None:
@@ -226,6 +242,45 @@ class Agent:
             self.stop.wait(delay)
         return 0
 
+    def _state_problem(self, reason: str, message: str) -> None:
+        """Something about the device's own state that people must hear of once (the next report carries it)."""
+        self.notice = DeviceError(reason=reason, message=message[:4000], at=_rfc3339(datetime.now(timezone.utc)))
+        self.report_due = True
+
+    def _set_aside_future_record(self) -> None:
+        """A trust record issued ahead of this device's clock came from a clock that was wrong (the gateway's, or
+        this device's before it was set): kept, it would refuse every correct desired state as a replay."""
+        now = datetime.now(timezone.utc)
+        record = self.trust.discard_future_record(now)
+        if record is not None:
+            message = (f"the trust record (sequence {record.sequence}) was issued at {record.issued.isoformat()}, "
+                       f"ahead of this device's clock ({now.isoformat()}): set aside, trusting afresh")
+            log.error("%s", message)
+            self.store.set_aside_trust_record(message)
+            self.etag = None
+            self._state_problem("TrustRecordCorrupt", message)
+
+    def _check_active(self) -> None:
+        """Hash every active model's files against its manifest: a damaged one is reported and installed again."""
+        self.next_check = clock.monotonic() + self.config.check_seconds
+        for target in self.store.targets():
+            active = target.active()
+            if active is None:
+                continue
+            damage = target.damage(active)
+            key = (target.model, target.target)
+            if damage:
+                message = (f"{key[0]}/{key[1]} version {active.version}: the active model's files differ from its "
+                           f"manifest ({damage}); installing it again")
+                log.error("%s", message)
+                self.damaged[key] = DeviceError(reason="ActiveTampered", message=message,
+                                                at=_rfc3339(datetime.now(timezone.utc)), version=active.version)
+                self._state_problem("ActiveTampered", message)  # reported even once it is repaired
+            elif self.damaged.pop(key, None) is not None:
+                self.report_due = True
+            if self.metrics:
+                self.metrics.active_checks.labels("Damaged" if damage else "Intact").inc()
+
     def _transport_failed(self, error: TransportError) -> None:
         # Offline or refused by the gateway: the active model keeps running; the loop backs off and retries.
         log.warning("gateway: %s", error)
@@ -236,27 +291,33 @@ class Agent:
     def poll(self) -> bool:
         """One poll: fetch and verify the desired state, install what differs, report when due. True when every
         ordered bundle is active. Raises TransportError when the gateway cannot be reached."""
+        if clock.monotonic() >= self.next_check:
+            self._check_active()
+        self._set_aside_future_record()
         answer = self.client.desired_state(self.config.namespace, self.config.device, self.etag)
         if self.metrics:
             self.metrics.polls.inc()
-        if answer.body is not None:
-            try:
+        try:
+            if answer.body is None:  # 304: still the trusted document, which must still be unexpired
+                self.trust.check_fresh(datetime.now(timezone.utc))
+            else:
                 update = self.trust.verify_desired_state(answer.body, datetime.now(timezone.utc))
-            except errors.Refused as e:
-                log.warning("desired state refused: %s", e)
-                self.state_error = DeviceError(reason=e.reason, message=e.message[:4000],
-                                               at=_rfc3339(datetime.now(timezone.utc)))
-                self.etag = None
-                if self.metrics:
-                    self.metrics.poll_errors.labels(e.reason).inc()
-                self._report()
-                return False
-            if update.changed:
-                self.store.save_trust_record(update.record)  # persisted before the agent acts on it
-                self.store.prune_downloads({b.manifest_sha256 for b in update.desired.bundles})
-            if self.state_error is not None:
-                self.state_error, self.report_due = None, True
-            self.etag = answer.etag
+                if update.changed:
+                    self.store.save_trust_record(update.record)  # persisted before the agent acts on it
+                    self.store.prune_downloads({b.manifest_sha256 for b in update.desired.bundles})
+                self.etag = answer.etag
+        except errors.Refused as e:
+            log.warning("desired state refused: %s", e)
+            message = e.message if not answer.server_date else f"{e.message} (the gateway's Date: {answer.server_date})"
+            self.state_error = DeviceError(reason=e.reason, message=message[:4000],
+                                           at=_rfc3339(datetime.now(timezone.utc)))
+            self.etag = None
+            if self.metrics:
+                self.metrics.poll_errors.labels(e.reason).inc()
+            self._report()
+            return False
+        if self.state_error is not None:
+            self.state_error, self.report_due = None, True
         desired = self.trust.desired
         converged = desired is not None
         for ref in desired.bundles if desired else []:
@@ -271,7 +332,8 @@ class Agent:
         key = (ref.model, ref.target)
         target = self.store.target(ref.model, ref.target)
         active = target.active()
-        if active and (active.version, active.manifest_sha256) == (ref.version, ref.manifest_sha256):
+        intact = key not in self.damaged
+        if active and intact and (active.version, active.manifest_sha256) == (ref.version, ref.manifest_sha256):
             return True
         failure = self.failures.get(key)
         if failure and failure.manifest_sha256 != ref.manifest_sha256:
@@ -289,6 +351,7 @@ class Agent:
         if installed:
             self.failures.pop(key, None)
             self.held.pop(key, None)
+            self.damaged.pop(key, None)
             self._count(ref, "Installed", "Installed")
         self.report_due = True
         return installed
@@ -326,21 +389,28 @@ class Agent:
         name = f"{ref.model}/{ref.target} version {ref.version}"
         phase, temp = "downloading", None
         try:
-            # A version already on disk (the previous one, for a rollback) is verified where it is.
+            # A version already on disk (the previous one, for a rollback) is verified where it is; a copy that
+            # fails (its bytes changed on disk) is downloaded again and replaces it.
             on_disk = target.check(target.version_dir(ref.version))
-            in_place = on_disk is not None and on_disk.manifest_sha256 == ref.manifest_sha256
-            if in_place:
+            in_place = False
+            if on_disk is not None and on_disk.manifest_sha256 == ref.manifest_sha256:
                 source, envelope = on_disk.path, (on_disk.path / MANIFEST_FILE).read_bytes()
-            else:
+                try:
+                    manifest = self._verify(ref, envelope, source, installed_version, discard_on_tamper=False)
+                    in_place = True
+                except (errors.TamperedFile, errors.FileSetMismatch) as e:
+                    log.warning("%s: the copy on disk is damaged (%s); downloading it again", name, e)
+                    self._count(ref, "Failed", "ActiveTampered")
+            if not in_place:
                 target.save_phase(phase, ref.version)
                 log.info("%s: downloading", name)
                 source = self.store.download_dir(ref.manifest_sha256)
                 envelope = self.client.fetch(f"{ref.url}/{MANIFEST_FILE}")
-                self._check_manifest(envelope, installed_version)
+                self._check_manifest(ref, envelope, installed_version)
                 manifest, _ = manifest_of(envelope)
                 for entry in manifest.files:
                     self.client.download(f"{ref.url}/{entry.path}", source / entry.path, entry.size_bytes)
-            manifest = self._verify(envelope, source, installed_version, discard_on_tamper=not in_place)
+                manifest = self._verify(ref, envelope, source, installed_version, discard_on_tamper=True)
             if not self._window_open():
                 self.held[(ref.model, ref.target)] = ref.manifest_sha256
                 log.info("%s: verified; held until the maintenance window", name)
@@ -384,15 +454,16 @@ class Agent:
         self._update_gauges()
         return True
 
-    def _check_manifest(self, envelope: bytes, installed_version: int | None) -> None:
+    def _check_manifest(self, ref: BundleRef, envelope: bytes, installed_version: int | None) -> None:
         """TrustedState's manifest checks before downloading what it lists: given no files, a manifest that passes
         every other check fails only at the file-set check (a manifest lists at least one file)."""
         try:
-            self.trust.verify_bundle(envelope, {}, datetime.now(timezone.utc), installed_version)
+            self.trust.verify_bundle(envelope, {}, datetime.now(timezone.utc), installed_version, slot=ref)
         except errors.FileSetMismatch:
             return
 
-    def _verify(self, envelope: bytes, source: Path, installed_version: int | None, *, discard_on_tamper: bool):
+    def _verify(self, ref: BundleRef, envelope: bytes, source: Path, installed_version: int | None, *,
+                discard_on_tamper: bool):
         manifest, digest = manifest_of(envelope)
         try:
             with contextlib.ExitStack() as stack:
@@ -401,8 +472,8 @@ class Agent:
                     path = source / entry.path
                     if path.is_file():
                         files[entry.path] = stack.enter_context(open(path, "rb"))
-                return self.trust.verify_bundle(envelope, files, datetime.now(timezone.utc),
-                                                installed_version).manifest
+                return self.trust.verify_bundle(envelope, files, datetime.now(timezone.utc), installed_version,
+                                                slot=ref).manifest
         except (errors.TamperedFile, errors.FileSetMismatch):
             if discard_on_tamper:  # fetch it afresh next time
                 self.store.discard_download(digest)
@@ -428,7 +499,7 @@ class Agent:
 
     def _smoke(self, directory: Path, manifest) -> None:
         try:
-            result = run_smoke(directory, manifest, threads=self.config.smoke_threads)
+            result = run_smoke(directory, manifest, threads=self.config.smoke_threads, cancel=self.stop)
         except SmokeFailed as e:
             raise InstallFailed("SmokeTestFailed", str(e), transient=False) from None
         write_atomic(directory / AGENT_FILE, _json({**result.to_json(), "at": _rfc3339(datetime.now(timezone.utc))}))
@@ -466,7 +537,8 @@ class Agent:
             last_smoke=SmokeTest(agreement=smoke["agreement"], passed=smoke["passed"], at=smoke.get("at"))
             if smoke else None,
             latency=DeviceLatency(p50_ms=smoke["p50Ms"], p95_ms=smoke["p95Ms"]) if smoke else None,
-            last_error=failure.error if failure else self.state_error)
+            last_error=(failure.error if failure else self.damaged.get((target.model, target.target))
+                        or self.state_error or self.notice))
 
     def report(self) -> AgentReport:
         desired = self.trust.desired if self.trust else None
@@ -480,7 +552,7 @@ class Agent:
     def _report(self) -> None:
         try:
             self.client.report(self.config.namespace, self.config.device, self.report())
-            self.report_due, self.polls_since_report = False, 0
+            self.report_due, self.polls_since_report, self.notice = False, 0, None
         except TransportError as e:
             log.warning("report: %s", e)
             self.report_due = True

@@ -22,6 +22,9 @@ class AgentMetrics:
                                      ["model", "target"], registry=self.registry)
         self.latency_p95 = Gauge("modelfleet_agent_latency_p95_seconds", "p95 latency of the active model measured "
                                  "on the device, in seconds.", ["model", "target"], registry=self.registry)
+        self.active_checks = Counter("modelfleet_agent_active_checks", "Checks of the active models' file hashes "
+                                     "against their manifests, by result (Intact, Damaged).", ["result"],
+                                     registry=self.registry)
         self.polls = Counter("modelfleet_agent_polls", "Desired-state polls.", registry=self.registry)
         self.poll_errors = Counter("modelfleet_agent_poll_errors", "Polls that failed, by reason (Unreachable, "
                                    "an HTTP status, or the refused desired state's reason).", ["reason"],

@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,23 +41,34 @@ class SmokeResult:
                 "p50Ms": self.p50_ms, "p95Ms": self.p95_ms, "detail": self.detail}
 
 
-def run_smoke(directory: Path, manifest, *, threads: int = 1, timeout_s: float = 300.0) -> SmokeResult:
+def run_smoke(directory: Path, manifest, *, threads: int = 1, timeout_s: float = 300.0,
+              cancel: threading.Event | None = None) -> SmokeResult:
     """Smoke-test the unpacked bundle in `directory` (its verified `BundleManifest`) in a child process; raises
-    `SmokeFailed`. The child gets what it needs as JSON and imports only numpy and the runtime (no pydantic)."""
+    `SmokeFailed`, also when `cancel` is set meanwhile (the child is killed: an agent told to stop does not wait
+    for it). The child gets what it needs as JSON and imports only numpy and the runtime (no pydantic)."""
     task = {"directory": str(directory), "threads": threads, "runtime": manifest.runtime,
             "precision": manifest.precision, "modelFiles": list(manifest.model_files), "smokeFile": manifest.smoke.file,
             "minCosine": manifest.smoke.min_cosine, "maxAbsDiff": manifest.smoke.max_abs_diff}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    deadline = time.monotonic() + timeout_s
+    with subprocess.Popen([sys.executable, "-m", "modelfleet.agent.smoke", json.dumps(task)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env) as child:
+        while True:
+            try:
+                stdout, stderr = child.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    child.kill()
+                    raise SmokeFailed("cancelled: the agent is stopping") from None
+                if time.monotonic() > deadline:
+                    child.kill()
+                    raise SmokeFailed(f"the runtime did not finish within {timeout_s:.0f} s") from None
+    if child.returncode != 0:
+        tail = (stderr or "").strip().splitlines()[-3:]
+        raise SmokeFailed(f"the smoke test exited {child.returncode}: {' | '.join(tail)[-500:]}")
     try:
-        done = subprocess.run([sys.executable, "-m", "modelfleet.agent.smoke", json.dumps(task)],
-                              capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        raise SmokeFailed(f"the runtime did not finish within {timeout_s:.0f} s") from None
-    if done.returncode != 0:
-        tail = (done.stderr or "").strip().splitlines()[-3:]
-        raise SmokeFailed(f"the smoke test exited {done.returncode}: {' | '.join(tail)[-500:]}")
-    try:
-        data = json.loads(done.stdout.strip().splitlines()[-1])
+        data = json.loads(stdout.strip().splitlines()[-1])
         return SmokeResult(agreement=float(data["agreement"]), max_abs_diff=float(data["maxAbsDiff"]),
                            passed=bool(data["passed"]), p50_ms=float(data["p50Ms"]), p95_ms=float(data["p95Ms"]),
                            detail=str(data.get("detail", "")))

@@ -3,6 +3,7 @@
 ```
 <dir>/credential                         0600, the device's bearer credential
 <dir>/trust.json                         the last TrustRecord (written before the agent acts on its desired state)
+<dir>/trust.previous.json                the one before it: the last good copy, should trust.json be damaged
 <dir>/downloads/<manifest sha256>/...    partial and complete downloads (resumed with HTTP Range)
 <dir>/models/<model>/<target>/
     versions/<v>/                        a verified bundle: its files, manifest.json, .agent.json (smoke result)
@@ -20,6 +21,8 @@ collide; `recover()` removes whatever a killed agent left half done.
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -116,7 +119,7 @@ class TargetStore:
 
     def check(self, directory: Path, since: Path | None = None) -> Installed | None:
         """The version in `directory` when it resolves and holds every file its manifest lists, at the listed
-        size (hashes were verified before it got its name; `verify_files` checks them again)."""
+        size (hashes were verified before it got its name; `damage` checks them again)."""
         try:
             manifest, digest = manifest_of((directory / MANIFEST_FILE).read_bytes())
             for entry in manifest.files:
@@ -131,6 +134,21 @@ class TargetStore:
             smoke = None
         return Installed(path=directory.resolve(), manifest=manifest, manifest_sha256=digest,
                          since=datetime.fromtimestamp(stamp, timezone.utc), smoke=smoke)
+
+    def damage(self, installed: Installed) -> str | None:
+        """What differs between a version on disk and its manifest's sha256s (None: intact). The bytes of a
+        file can change on disk without its size (a bad block, a hand edit): `check` only looks at sizes."""
+        for entry in installed.manifest.files:
+            digest = hashlib.sha256()
+            try:
+                with open(installed.path / entry.path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+            except OSError as e:
+                return f"{entry.path}: {e.strerror or e}"
+            if digest.hexdigest() != entry.sha256:
+                return f"{entry.path}: sha256 {digest.hexdigest()[:12]}, the manifest lists {entry.sha256[:12]}"
+        return None
 
     def active(self) -> Installed | None:
         return self.read(self.current)
@@ -159,10 +177,12 @@ class TargetStore:
         return path
 
     def commit_dir(self, temp: Path, version: int) -> Path:
-        """Give a complete, fsynced temporary directory its version's name."""
+        """Give a complete, fsynced temporary directory its version's name. What had the name goes: a leftover
+        of an earlier attempt, or a damaged copy being replaced (then a link to it dangles between the two
+        renames; `recover` repairs a kill there, as for any broken `current`)."""
         final = self.version_dir(version)
-        if final.exists() and not self._linked(final):
-            _discard(final)  # a leftover of an earlier attempt (never the active or previous one)
+        if final.exists():
+            _discard(final)
         os.replace(temp, final)
         fsync_dir(self.versions)
         return final
@@ -242,6 +262,7 @@ class DeviceStore:
         self.root = root
         self.credential_file = root / "credential"
         self.trust_file = root / "trust.json"
+        self.previous_trust_file = root / "trust.previous.json"
         self.downloads = root / "downloads"
         self.models = root / "models"
 
@@ -259,14 +280,39 @@ class DeviceStore:
     def save_credential(self, credential: str) -> None:
         write_atomic(self.credential_file, credential.encode(), mode=0o600)
 
-    def trust_record(self) -> TrustRecord | None:
-        try:
-            return TrustRecord.model_validate_json(self.trust_file.read_bytes())
-        except FileNotFoundError:
-            return None
+    def trust_record(self) -> tuple[TrustRecord | None, str | None]:
+        """The trust record and, when `trust.json` was unreadable, why: then the last good copy
+        (`trust.previous.json`) is used, or none (the device trusts afresh from its pinned keys, as a new one
+        does). Never raises for a damaged file: a crash loop would keep the device from ever updating again."""
+        problem = None
+        for path in (self.trust_file, self.previous_trust_file):
+            try:
+                record = TrustRecord.model_validate_json(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                problem = problem or f"{path.name} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                continue
+            if problem:
+                return record, f"{problem}; using the last good copy {path.name} (sequence {record.sequence})"
+            return record, None
+        return None, (f"{problem}; no good copy: trusting afresh from the pinned keys" if problem else None)
 
     def save_trust_record(self, record: TrustRecord) -> None:
+        """Write the record; the one it replaces, if it parses, stays as the last good copy."""
+        with contextlib.suppress(OSError, ValueError):
+            previous = self.trust_file.read_bytes()
+            TrustRecord.model_validate_json(previous)
+            write_atomic(self.previous_trust_file, previous)
         write_atomic(self.trust_file, json.dumps(record.to_wire(), sort_keys=True).encode())
+
+    def set_aside_trust_record(self, reason: str) -> None:
+        """Move both record files out of the way (kept for people as `trust.discarded.json`)."""
+        for path in (self.trust_file, self.previous_trust_file):
+            if path.exists():
+                os.replace(path, self.root / "trust.discarded.json")
+        (self.root / "trust.discarded.reason").write_text(reason + "\n")
+        fsync_dir(self.root)
 
     def target(self, model: str, target: str) -> TargetStore:
         return TargetStore(self.models / model / target, model, target)

@@ -7,9 +7,12 @@ time in, and persists `TrustRecord`s. Every document goes through the same check
 2. signature by a trusted key (`UnknownKey`, `TamperedDesiredState` / `TamperedManifest`), then the payload's
    own rules (`InvalidDesiredState` / `InvalidManifest`);
 3. rollback: a desired state's sequence against the trusted one (`WrongDevice`, `Replayed`, `SequenceReused`);
-   a manifest against what the trusted desired state orders (`NotOrdered`) and the installed version
-   (`Downgrade`, unless the desired state orders that rollback);
-4. expiry, with the clock-skew allowance (`Frozen` for a desired state, `Expired` for a manifest);
+   a manifest against the order of the slot it is installed in: the same namespace, model, target, version and
+   payload sha256 as the trusted desired state names for that slot (`WrongBundle`: mix-and-match), and the
+   installed version (`Downgrade`, unless the desired state orders that rollback);
+4. time: a desired state issued further ahead of the device's clock than the skew allowance (`IssuedInFuture`:
+   a gateway whose clock ran ahead must not lock the device out once its clock is right again), and expiry,
+   with the same allowance (`Frozen` for a desired state, `Expired` for a manifest);
 5. for a bundle, the agent's version (`AgentTooOld`) and then every file's size and sha256 (`FileSetMismatch`,
    `TamperedFile`).
 
@@ -20,6 +23,13 @@ can sign a bundle but cannot order a device to install it: a desired state pins 
 The reference time is never earlier than the `issued` time of the last trusted desired state, so a device
 whose clock went back (a board without a real-time clock, booted at 1970) still refuses answers that expired
 before that one was issued.
+
+Clocks, on either side: nothing is trusted that was issued ahead of the device's clock (plus the allowance), so
+a gateway clock that ran ahead is refused without being persisted, and the device takes the next correct state
+once the gateway's clock is right. A device clock that is behind refuses every state as `IssuedInFuture`, a
+device clock that is ahead every state as `Frozen`: both are reported with the two times, and the device
+recovers as soon as its clock is set (NTP), with nothing to delete. A trust record that itself lies ahead of
+the device's clock (persisted from a bad clock) is set aside by `discard_future_record`.
 """
 
 from __future__ import annotations
@@ -115,6 +125,29 @@ class TrustedState:
             raise ValueError("now must carry a zone (datetime.now(timezone.utc))")
         return max(now, self._record.issued) if self._record else now
 
+    def discard_future_record(self, now: datetime) -> TrustRecord | None:
+        """Set aside a trust record issued further ahead of `now` than the skew allowance (returns it; None when
+        the record is fine). Such a record came from a clock that was wrong: kept, its sequence would refuse every
+        correct desired state as a replay. Anything trusted after this must still be issued within the allowance
+        of `now` and unexpired, so setting it aside reopens no old desired state."""
+        self._reference(now)  # checks the zone
+        record = self._record
+        if record is not None and record.issued > now + self._skew:
+            self._record = None
+            return record
+        return None
+
+    def check_fresh(self, now: datetime) -> None:
+        """The trusted desired state, confirmed unchanged by the gateway (304), must still be unexpired: raises
+        `errors.Frozen` when it expired (a gateway that stopped issuing states is noticed) or `NoDesiredState`."""
+        if self._desired is None:
+            raise errors.NoDesiredState("no desired state was verified yet")
+        reference = self._reference(now)
+        if reference >= self._desired.expires + self._skew:
+            raise errors.Frozen(f"sequence {self._desired.sequence} expired at {self._desired.expires.isoformat()} "
+                                f"and the gateway still answers 'not modified' (reference time "
+                                f"{reference.isoformat()}, skew allowance {self._skew})")
+
     def verify_desired_state(self, data: bytes, now: datetime) -> DesiredStateUpdate:
         """Verify a desired state fetched from the gateway; raises `errors.Refused` and leaves the state alone."""
         reference = self._reference(now)
@@ -124,6 +157,11 @@ class TrustedState:
         if (desired.namespace, desired.device) != (self.namespace, self.device):
             raise errors.WrongDevice(f"signed for {desired.namespace}/{desired.device}, "
                                      f"this is {self.namespace}/{self.device}")
+        if desired.issued > now + self._skew:
+            raise errors.IssuedInFuture(
+                f"sequence {desired.sequence} was issued at {desired.issued.isoformat()}, ahead of this device's "
+                f"clock ({now.isoformat()}) by more than the skew allowance {self._skew}: the gateway's clock or "
+                "this device's is wrong")
         changed = True
         if self._record is not None:
             trusted = self._record.sequence
@@ -143,27 +181,31 @@ class TrustedState:
         return DesiredStateUpdate(desired=desired, record=record, changed=changed)
 
     def verify_bundle(self, manifest_envelope: bytes, files: Mapping[str, FileSource], now: datetime,
-                      installed_version: int | None) -> VerifiedBundle:
-        """Verify a downloaded bundle: its signed manifest and every file (name -> bytes or a binary reader).
+                      installed_version: int | None, *, slot: BundleRef) -> VerifiedBundle:
+        """Verify a downloaded bundle for `slot` (the trusted desired state's order it is installed for): its
+        signed manifest and every file (name -> bytes or a binary reader).
 
-        `installed_version` is the version of the same model and target the device runs (None: none). Raises
+        `installed_version` is the version of the slot's model and target the device runs (None: none). Raises
         `errors.Refused`; readers are read once, to their end or until a file is longer than listed.
         """
         desired = self._desired
         if desired is None:
             raise errors.NoDesiredState("verify a desired state first: nothing says which bundle to install")
         reference = self._reference(now)
+        ref = desired.bundle_for(slot.model, slot.target)
+        if ref is None or ref != slot:
+            raise errors.NotOrdered(f"{slot.model}/{slot.target} version {slot.version}: desired state "
+                                    f"{desired.sequence} does not order it")
         verified = _open(manifest_envelope, self._bundle_keys, BundleManifest,
                          tampered=errors.TamperedManifest, invalid=errors.InvalidManifest)
         manifest = verified.payload
         name = f"{manifest.namespace}/{manifest.model}/{manifest.target} version {manifest.version}"
-
-        ref = desired.bundle_for(manifest.model, manifest.target) if manifest.namespace == desired.namespace else None
-        if ref is None:
-            raise errors.NotOrdered(f"{name}: desired state {desired.sequence} orders nothing for this target")
-        if (ref.version, ref.manifest_sha256) != (manifest.version, verified.payload_sha256):
-            raise errors.NotOrdered(f"{name} (manifest sha256 {verified.payload_sha256[:12]}): desired state "
-                                    f"{desired.sequence} orders version {ref.version} ({ref.manifest_sha256[:12]})")
+        # Mix-and-match: a validly signed manifest of another model, target or version, served at this slot's URL.
+        ordered = (desired.namespace, ref.model, ref.target, ref.version, ref.manifest_sha256)
+        if (manifest.namespace, manifest.model, manifest.target, manifest.version, verified.payload_sha256) != ordered:
+            raise errors.WrongBundle(f"{name} (manifest sha256 {verified.payload_sha256[:12]}) was served for "
+                                     f"{desired.namespace}/{ref.model}/{ref.target} version {ref.version} "
+                                     f"({ref.manifest_sha256[:12]}), which desired state {desired.sequence} orders")
         rollback = installed_version is not None and manifest.version < installed_version
         if rollback and not ref.rollback:
             raise errors.Downgrade(f"{name} is below the installed version {installed_version} and desired state "

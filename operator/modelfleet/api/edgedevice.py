@@ -62,6 +62,20 @@ class DeviceLatency(WireModel):
     p95_ms: float = Field(ge=0, description="95th percentile latency.")
 
 
+# Every reason a modelfleet agent reports (its refusals, modelfleet.agent.errors, and its install steps). The field
+# takes any CamelCase word, so newer agents can say more; metrics count only these and call the rest Other.
+DEVICE_ERROR_REASONS = frozenset({
+    # a document or bundle refused (modelfleet.agent.errors)
+    "Malformed", "UnknownKey", "TamperedDesiredState", "TamperedManifest", "InvalidDesiredState", "InvalidManifest",
+    "WrongDevice", "Replayed", "SequenceReused", "Frozen", "IssuedInFuture", "NoDesiredState", "NotOrdered",
+    "WrongBundle", "Downgrade", "Expired", "AgentTooOld", "FileSetMismatch", "TamperedFile",
+    # the device's own state
+    "TrustRecordCorrupt", "ActiveTampered",
+    # an install step
+    "DownloadFailed", "UnpackFailed", "SwitchFailed", "SmokeTestFailed", "HookFailed",
+})
+
+
 class DeviceError(WireModel):
     """The last thing that went wrong on the device for a target."""
 

@@ -16,6 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
 
 from modelfleet import __version__
 from modelfleet.api.bundle import BUNDLE_PATH_PATTERN, SignedEnvelope
@@ -25,6 +26,7 @@ from modelfleet.api.paths import DNS_SUBDOMAIN_PATTERN
 from modelfleet.errors import SourceError
 from modelfleet.fleet.gateway import Device, Gateway, Problem
 from modelfleet.fleet.http import Unsatisfiable, byte_range, etag_matches
+from modelfleet.fleet.limits import BodyLimits, Limits
 
 __all__ = ["create_app", "metrics_app"]
 
@@ -34,7 +36,9 @@ _bearer = HTTPBearer(auto_error=False, description="The device's credential from
 Namespace = Annotated[str, PathParam(pattern=DNS_LABEL_PATTERN, max_length=63, description="Namespace.")]
 DeviceName = Annotated[str, PathParam(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="EdgeDevice name.")]
 Label = Annotated[str, PathParam(pattern=DNS_LABEL_PATTERN, max_length=63)]
-_ERRORS = {status: {"model": FleetError} for status in (401, 403, 404, 409, 416, 422, 503)}
+_ERRORS = {status: {"model": FleetError} for status in (401, 403, 404, 408, 409, 413, 416, 422, 429, 431, 503)}
+# Reasons of the errors the framework raises itself (unknown route, wrong method, unparseable request).
+_HTTP_REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
 
 
 def _error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -45,7 +49,7 @@ def _bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str | Non
     return credentials.credentials if credentials else None
 
 
-def create_app(gateway: Gateway) -> FastAPI:
+def create_app(gateway: Gateway, limits: Limits = Limits()) -> FastAPI:
     app = FastAPI(title="modelfleet fleet gateway", version=__version__,
                   description="Enrolment, signed desired states, bundle downloads and reports for edge devices.")
 
@@ -53,12 +57,18 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def problem(request: Request, e: Problem) -> JSONResponse:
         return _error(e.status, e.reason, e.message, e.headers)
 
+    @app.exception_handler(HTTPException)
+    async def framework(request: Request, e: HTTPException) -> JSONResponse:
+        reason = _HTTP_REASONS.get(e.status_code, f"HTTP{e.status_code}")
+        return _error(e.status_code, reason, str(e.detail), dict(e.headers or {}))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, "Invalid", f"{where}: {first.get('msg', 'invalid request')}")
 
+    app.add_middleware(BodyLimits, limits=limits)
     app.add_middleware(_Observe, gateway=gateway)
 
     async def _device(namespace: Namespace, device: DeviceName,
@@ -111,6 +121,8 @@ def create_app(gateway: Gateway) -> FastAPI:
             found = await gateway.bundle_file(caller, model, target, version, path)
         except SourceError:  # the path tried to leave the bundle's directory
             raise Problem(404, "NotFound", f"no file {path} in this bundle") from None
+        if isinstance(found, bytes):
+            return Response(found, media_type="application/json", headers={"Cache-Control": "no-cache"})
         if isinstance(found, str):
             return RedirectResponse(found, status_code=307)
         return _file_response(found, range, if_range)

@@ -3,8 +3,10 @@
 Layout: `<root>/<ns>/<model>/bundles/<target>/<version>/manifest.json` (a SignedEnvelope, written last) beside
 the files it lists. A manifest is read once per (ns, model, target, version) and verified with the bundle
 keys the gateway trusts before a desired state ever names it: a bundle signed by no trusted key, or one whose
-manifest names another model, target or version (mix-and-match), is never offered. Files come from a local
-root (file://, pvc://) with HTTP Range, or from s3:// as a presigned URL.
+manifest names another model, target or version (mix-and-match), is never offered. Devices get the manifest's
+verified bytes from memory, never the file as it is on disk now. Files come from a local root (file://,
+pvc://) with HTTP Range, plain files inside their own bundle's directory only, or from s3:// as a presigned
+URL.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from modelfleet import signing
 from modelfleet.api.bundle import MANIFEST_FILE, BundleManifest
-from modelfleet.errors import ModelfleetError, RetryableError
+from modelfleet.errors import ModelfleetError, RetryableError, SourceError
 from modelfleet.store import resolve_local, s3
 from modelfleet.store.paths import confined
 
@@ -79,10 +81,22 @@ class BundleStore:
             self._manifests[key] = found
         return found if found.expires > now else None
 
-    def _read(self, relative: str) -> bytes | None:
+    def _bundle_path(self, namespace: str, model: str, target: str, version: int, path: str) -> Path:
+        """A file of a bundle on a local store: inside that bundle's own directory, and no symlink on the way
+        from the store's root (a listed file replaced by a link to another tenant's file is not served)."""
+        relative = self._relative(namespace, model, target, version, path)
+        lexical = self._local.resolve() / relative
+        resolved = confined(self._local, relative, self.root)
+        if resolved != lexical or lexical.is_symlink():
+            raise SourceError(f"{self.root}: {relative} is or passes through a symlink; bundles are plain files "
+                              "in their own directory", reason="PathEscape")
+        return resolved
+
+    def _read(self, key: tuple[str, str, str, int]) -> bytes | None:
+        relative = self._relative(*key, MANIFEST_FILE)
         try:
             if self._local is not None:
-                path = confined(self._local, relative, self.root)
+                path = self._bundle_path(*key, MANIFEST_FILE)
                 return path.read_bytes() if path.is_file() else None
             text = s3.read_text(f"{self.root}/{relative}")
             return None if text is None else text.encode()
@@ -95,9 +109,8 @@ class BundleStore:
             raise StoreUnavailable(f"{self.root}/{relative}: {e}") from e
 
     def _load(self, key: tuple[str, str, str, int]) -> Manifest | None:
-        namespace, model, target, version = key
-        relative = self._relative(namespace, model, target, version, MANIFEST_FILE)
-        data = self._read(relative)
+        relative = self._relative(*key, MANIFEST_FILE)
+        data = self._read(key)
         if data is None:
             return None
         try:
@@ -113,10 +126,11 @@ class BundleStore:
         return Manifest(verified.payload_sha256, data, frozenset(f.path for f in m.files), m.expires)
 
     def local_file(self, namespace: str, model: str, target: str, version: int, path: str) -> Path | None:
-        """The file on a local store (None for s3://); confined to the bundle's directory."""
+        """The file on a local store (None for s3://): a plain file inside the bundle's own directory, reached
+        through no symlink (raises SourceError otherwise)."""
         if self._local is None:
             return None
-        return confined(self._local, self._relative(namespace, model, target, version, path), self.root)
+        return self._bundle_path(namespace, model, target, version, path)
 
     def presigned_url(self, namespace: str, model: str, target: str, version: int, path: str) -> str:
         location = s3.parse(f"{self.root}/{self._relative(namespace, model, target, version, path)}")

@@ -13,6 +13,7 @@ import binascii
 import gc
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -37,10 +38,14 @@ from modelfleet.fleet.state import (
 )
 from modelfleet.fleet.writer import StatusWriter, unchanged
 
-__all__ = ["BOOTSTRAP_KEY", "BOOTSTRAP_SECRET", "Gateway", "Problem", "Settings"]
+__all__ = ["ALLOWED_LABELS_KEY", "BOOTSTRAP_KEY", "BOOTSTRAP_SECRET", "Gateway", "Problem", "Settings"]
 
 log = logging.getLogger("modelfleet.fleet")
 BOOTSTRAP_SECRET, BOOTSTRAP_KEY = "modelfleet-bootstrap", "token"
+# Optional: a JSON object of label key -> the values a device enrolled with this token may carry, e.g.
+# {"modelfleet.io/class": ["phones", "boards"]}. Without it the token enrols any labels (the labels choose which
+# bundles a device receives, so bind the token where devices are not all equally trusted).
+ALLOWED_LABELS_KEY = "allowedLabels"
 TOKEN_TTL_S = 60.0  # a rotated bootstrap token is honoured within a minute, without a Secret read per enrolment
 MAX_TOKEN_NAMESPACES = 1024
 WATCH_TIMEOUT_S = 300
@@ -78,6 +83,20 @@ def credential_hash(credential: str) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Bootstrap:
+    token_sha256: bytes
+    allowed: dict[str, frozenset[str]] | None  # None: any labels
+
+
+def _allowed_labels(raw: bytes) -> dict[str, frozenset[str]]:
+    data = json.loads(raw)
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in data.items()):
+        raise ValueError(f"{ALLOWED_LABELS_KEY} must be a JSON object of label key -> list of values")
+    return {k: frozenset(v) for k, v in data.items()}
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -92,11 +111,11 @@ class Gateway:
         self.state = FleetState()
         self._key = state_key
         self._signed: dict[tuple[str, str], tuple[tuple, bytes, str]] = {}  # device -> (inputs, body, etag)
-        self._tokens: dict[str, tuple[float, bytes | None]] = {}  # namespace -> (valid until, sha256 of token)
+        self._tokens: dict[str, tuple[float, _Bootstrap | None]] = {}  # namespace -> (valid until, its token)
         self.writer = StatusWriter(backend.patch_device_status, settings.write_rate,
                                    on_result=lambda result: self.metrics.status_writes.labels(result).inc())
         self.metrics = FleetMetrics(lambda: self.state.devices.values(), lambda: self.writer.pending,
-                                    settings.stale_after_s)
+                                    settings.stale_after_s, self.state.bounded_labels)
         self._stopping = threading.Event()
         self._tasks: list[asyncio.Task] = []
         self.ready = False
@@ -168,25 +187,31 @@ class Gateway:
 
     # --- enrollment and authentication --------------------------------------------------------------------
 
-    async def _token_hash(self, namespace: str) -> bytes | None:
+    async def _bootstrap(self, namespace: str) -> _Bootstrap | None:
+        """The namespace's bootstrap token (its sha256) and the labels it may enrol, cached for TOKEN_TTL_S."""
         cached = self._tokens.get(namespace)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         data = await asyncio.to_thread(self.backend.secret_data, namespace, BOOTSTRAP_SECRET)
-        digest = None
+        bootstrap = None
         if data and BOOTSTRAP_KEY in data:
             try:
                 digest = hashlib.sha256(base64.b64decode(data[BOOTSTRAP_KEY], validate=True).strip()).digest()
-            except (binascii.Error, ValueError):
-                log.error("Secret %s/%s: %s is not base64", namespace, BOOTSTRAP_SECRET, BOOTSTRAP_KEY)
+                allowed = _allowed_labels(base64.b64decode(data[ALLOWED_LABELS_KEY], validate=True)) \
+                    if ALLOWED_LABELS_KEY in data else None
+                bootstrap = _Bootstrap(digest, allowed)
+            except (binascii.Error, ValueError) as e:
+                # A binding that does not parse must not turn into "any labels": no enrolment until it is fixed.
+                log.error("Secret %s/%s: %s; no device can enrol in %s", namespace, BOOTSTRAP_SECRET, e, namespace)
         if len(self._tokens) >= MAX_TOKEN_NAMESPACES:  # enrolments naming made-up namespaces cannot grow it
             self._tokens.pop(next(iter(self._tokens)))
-        self._tokens[namespace] = (time.monotonic() + TOKEN_TTL_S, digest)
-        return digest
+        self._tokens[namespace] = (time.monotonic() + TOKEN_TTL_S, bootstrap)
+        return bootstrap
 
     async def enroll(self, request: EnrollRequest, token: str | None) -> EnrollResponse:
-        expected = await self._token_hash(request.namespace)
+        bootstrap = await self._bootstrap(request.namespace)
         given = hashlib.sha256((token or "").encode()).digest()
+        expected = bootstrap.token_sha256 if bootstrap else None
         if not hmac.compare_digest(given, expected or _NOBODY) or expected is None or not token:
             raise Problem(401, "Unauthorized", f"no valid bootstrap token for namespace {request.namespace} "
                                                f"(Secret {BOOTSTRAP_SECRET}, key {BOOTSTRAP_KEY})")
@@ -194,6 +219,12 @@ class Gateway:
                if not re.match(LABEL_KEY_PATTERN, k) or len(k) > 317 or not re.match(LABEL_VALUE_PATTERN, v)]
         if bad:
             raise Problem(422, "InvalidLabels", f"not Kubernetes labels: {', '.join(bad[:5])}")
+        if bootstrap.allowed is not None:
+            refused = [f"{k}={v}" for k, v in sorted(request.labels.items()) if v not in bootstrap.allowed.get(k, ())]
+            if refused:
+                raise Problem(403, "LabelsNotAllowed", f"this namespace's bootstrap token may not enrol devices "
+                                                       f"labelled {', '.join(refused[:5])} (Secret "
+                                                       f"{BOOTSTRAP_SECRET}, key {ALLOWED_LABELS_KEY})")
         key = (request.namespace, request.device)
         if key in self.state.devices:
             raise Problem(409, "AlreadyEnrolled", f"EdgeDevice {request.namespace}/{request.device} exists")
@@ -266,8 +297,8 @@ class Gateway:
         for t in report.targets:
             error = t.last_error
             if error and error != previous.get((t.model, t.target)):
-                self.metrics.install_failures.labels(device.namespace, t.model, t.target,
-                                                     bounded_reason(error.reason)).inc()
+                namespace, model, target, _ = self.state.bounded_labels(device.namespace, t.model, t.target, None)
+                self.metrics.install_failures.labels(namespace, model, target, bounded_reason(error.reason)).inc()
         old = device.status
         status = fleet_columns(EdgeDeviceStatus(
             observed_generation=old.observed_generation, conditions=old.conditions,
@@ -287,9 +318,12 @@ class Gateway:
 
     # --- bundles ---------------------------------------------------------------------------------------------
 
-    async def bundle_file(self, device: Device, model: str, target: str, version: int, path: str) -> Path | str:
-        """The local file, or a presigned URL, of a bundle the device's desired state names (or the version it
-        falls back to); 404 for anything else, so a device cannot probe for other bundles."""
+    async def bundle_file(self, device: Device, model: str, target: str, version: int,
+                          path: str) -> bytes | Path | str:
+        """The manifest's verified bytes, or a listed file (local path or presigned URL), of a bundle the device's
+        desired state names (or the version it falls back to); 404 for anything else, so a device cannot probe
+        for other bundles. The manifest comes from memory: the bytes that were verified, never a file that may
+        have been swapped on disk since."""
         now = self.clock()
         wanted, _ = device_bundles(device.name, device.labels, self.state.models_in(device.namespace))
         allowed = {v for w in wanted if (w.model, w.target) == (model, target) for v in (w.version, w.previous) if v}
@@ -302,6 +336,8 @@ class Gateway:
             raise Problem(503, "StoreUnavailable", str(e), {"Retry-After": "30"}) from e
         if manifest is None or (path != MANIFEST_FILE and path not in manifest.files):
             raise not_found
+        if path == MANIFEST_FILE:
+            return manifest.envelope
         local = self.bundles.local_file(device.namespace, model, target, version, path)
         if local is None:
             return self.bundles.presigned_url(device.namespace, model, target, version, path)

@@ -10,7 +10,6 @@ stale-devices gauge says how many those are.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
@@ -19,13 +18,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from modelfleet.fleet.state import Device
+from modelfleet.api.edgedevice import DEVICE_ERROR_REASONS
+from modelfleet.fleet.state import OTHER, Device, LabelBounds
 from modelfleet.metrics import WithoutCreated
 
 __all__ = ["FleetMetrics"]
 
-OTHER = "Other"
-_REASON = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 AGREEMENT_BUCKETS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
@@ -33,7 +31,8 @@ BUNDLE = ("namespace", "model", "target", "version")
 
 
 def bounded_reason(reason: str | None) -> str:
-    return reason if reason and _REASON.match(reason) else OTHER
+    """A device's error reason as a label: one of the reasons agents report, else Other."""
+    return reason if reason in DEVICE_ERROR_REASONS else OTHER
 
 
 def _gauge_histogram(name: str, doc: str, bounds: tuple[float, ...],
@@ -46,8 +45,9 @@ def _gauge_histogram(name: str, doc: str, bounds: tuple[float, ...],
 
 
 class _Fleet(Collector):
-    def __init__(self, devices: Callable[[], Iterable[Device]], queued: Callable[[], int], stale_after_s: float):
-        self._devices, self._queued, self._stale_after_s = devices, queued, stale_after_s
+    def __init__(self, devices: Callable[[], Iterable[Device]], queued: Callable[[], int], stale_after_s: float,
+                 bounds: LabelBounds):
+        self._devices, self._queued, self._stale_after_s, self._bounds = devices, queued, stale_after_s, bounds
 
     def describe(self) -> list[Metric]:
         return []
@@ -64,9 +64,8 @@ class _Fleet(Collector):
             if now - (seen or device.enrolled_at.timestamp()) > self._stale_after_s:
                 stale[device.namespace] += 1
             for t in status.targets:
-                version = str(t.installed.version) if t.installed else ""
-                by_state[(device.namespace, t.model, t.target, version, t.health)] += 1
-                key = (device.namespace, t.model, t.target, version)
+                key = self._bounds(device.namespace, t.model, t.target, t.installed.version if t.installed else None)
+                by_state[(*key, t.health)] += 1
                 if t.latency:
                     latency.setdefault(key, []).append(t.latency.p95_ms / 1000)
                 if t.last_smoke:
@@ -90,6 +89,10 @@ class _Fleet(Collector):
         yield queue
 
 
+def _as_reported(namespace: str, model: str, target: str, version: int | None) -> tuple[str, str, str, str]:
+    return namespace, model, target, "" if version is None else str(version)
+
+
 def _gauges(name: str, doc: str, labels: tuple[str, ...], counts: Tally) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=list(labels))
     for key, value in sorted(counts.items()):
@@ -108,7 +111,9 @@ def _epoch(stamp: str) -> float | None:
 
 class FleetMetrics:
     def __init__(self, devices: Callable[[], Iterable[Device]], queued: Callable[[], int],
-                 stale_after_s: float = 900.0):
+                 stale_after_s: float = 900.0, bounds: LabelBounds | None = None):
+        """`bounds` maps what a device reported to label values the gateway knows (FleetState.bounded_labels);
+        without it, reported names are used as they are (for a fleet view that came from the API server)."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Histogram("modelfleet_gateway_request_duration_seconds",
                                   "Time the gateway took to answer a request, in seconds, by route template, method "
@@ -122,7 +127,7 @@ class FleetMetrics:
                                      "EdgeDevice status writes the gateway made, by result (Written, Failed).",
                                      ("result",), registry=None)
         self.registry.register(WithoutCreated(self.requests, self.install_failures, self.status_writes))
-        self.registry.register(_Fleet(devices, queued, stale_after_s))
+        self.registry.register(_Fleet(devices, queued, stale_after_s, bounds or _as_reported))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

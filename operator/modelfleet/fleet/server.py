@@ -13,7 +13,9 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["add_arguments", "build", "run"]
+from modelfleet.fleet.limits import Limits, guarded_protocol
+
+__all__ = ["add_arguments", "build", "limits", "run"]
 
 log = logging.getLogger("modelfleet.fleet")
 
@@ -44,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="EdgeDevice status writes per second, at most (default 20)")
     parser.add_argument("--stale-after", type=float, default=900,
                         help="seconds without a report after which a device counts as stale (default 900)")
+    parser.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes,
+                        help=f"largest request body accepted; larger ones get 413 unread (default {Limits.max_body_bytes})")
+    parser.add_argument("--max-header-bytes", type=int, default=Limits.max_header_bytes,
+                        help="largest request line and headers together; larger get 431 (default "
+                             f"{Limits.max_header_bytes})")
+    parser.add_argument("--request-timeout", type=float, default=Limits.request_timeout_s,
+                        help="seconds a client has for its request headers, and then for its body; a slower one is "
+                             f"closed (default {Limits.request_timeout_s:g})")
+    parser.add_argument("--max-connections-per-client", type=int, default=Limits.per_client_connections,
+                        help="open connections per client address; more are closed at once (default "
+                             f"{Limits.per_client_connections}; 0: no cap, for a gateway behind a proxy)")
+    parser.add_argument("--max-connections", type=int, default=Limits.max_connections,
+                        help=f"open connections in all; beyond it 503 (default {Limits.max_connections})")
     parser.add_argument("--backend", choices=("kubernetes", "memory"), default="kubernetes",
                         help="memory: an in-memory stand-in for the API server, for tests and bench/fleet.py only "
                              "(its objects and write counts under /memory on the metrics port)")
@@ -67,6 +82,12 @@ def build(args: argparse.Namespace):
     return Gateway(backend, BundleStore(args.artifacts, keys), state_key, settings), memory
 
 
+def limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_body_bytes=args.max_body_bytes, max_header_bytes=args.max_header_bytes,
+                  request_timeout_s=args.request_timeout, per_client_connections=args.max_connections_per_client,
+                  max_connections=args.max_connections)
+
+
 class _NoSignals:
     """A second uvicorn server in the same loop must not take over SIGTERM from the first."""
 
@@ -81,7 +102,10 @@ async def serve(gateway, memory, args: argparse.Namespace) -> None:
 
     options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": 35, "lifespan": "off"}
     tls = {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)} if args.tls_cert else {}
-    api = uvicorn.Server(uvicorn.Config(create_app(gateway), host=args.host, port=args.port, **tls, **options))
+    bounds = limits(args)
+    api = uvicorn.Server(uvicorn.Config(create_app(gateway, bounds), host=args.host, port=args.port,
+                                        http=guarded_protocol(bounds), limit_concurrency=bounds.max_connections,
+                                        **tls, **options))
     side = None
     if args.metrics_port:
         side = type("MetricsServer", (_NoSignals, uvicorn.Server), {})(

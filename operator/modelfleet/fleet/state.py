@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -25,11 +25,14 @@ from modelfleet.api.edgedevice import EdgeDeviceStatus
 from modelfleet.domain.edge import selects
 from modelfleet.domain.rollout import desired_bundle, state_from
 
-__all__ = ["CREDENTIAL_ANNOTATION", "Device", "EdgeTargetView", "FleetState", "ModelView", "Wanted",
+__all__ = ["CREDENTIAL_ANNOTATION", "OTHER", "Device", "LabelBounds", "EdgeTargetView", "FleetState", "ModelView", "Wanted",
            "device_bundles", "sequence_of", "validity"]
 
 CREDENTIAL_ANNOTATION = "modelfleet.io/credential-sha256"
+OTHER = "Other"  # a label value for anything a device reported that the gateway does not know
 log = logging.getLogger("modelfleet.fleet")
+# (namespace, model, target, version or None) as reported -> the label values (namespace, model, target, version)
+LabelBounds = Callable[[str, str, str, int | None], tuple[str, str, str, str]]
 
 
 @dataclass
@@ -176,6 +179,18 @@ class FleetState:
 
     def models_in(self, namespace: str) -> Iterator[ModelView]:
         return iter(self.models.get(namespace, {}).values())
+
+    def bounded_labels(self, namespace: str, model: str, target: str,
+                       version: int | None) -> tuple[str, str, str, str]:
+        """Metric labels for what a device reported about a target: the model and target when the namespace's
+        CompressedModels have them, the version when that target's rollout names it (its version or the one it
+        falls back to); anything else is Other. A device cannot create series by making names up."""
+        view = self.models.get(namespace, {}).get(model)
+        if view is None or not any(t.name == target for t in view.targets):
+            return namespace, OTHER, OTHER, "" if version is None else OTHER
+        entry = view.rollouts.get(target)
+        known = {entry.version, entry.previous_version} if entry else set()
+        return namespace, model, target, "" if version is None else str(version) if version in known else OTHER
 
     def add_device(self, device: Device) -> None:
         old = self.devices.get(device.key)
