@@ -174,7 +174,9 @@ class PrometheusProcess(ServerProcess):
         self.url = f"http://{self.address}"
         self._start([binary, f"--config.file={directory / 'prometheus.yml'}",
                      f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address={self.address}",
-                     "--log.level=warn"],
+                     # Scaled like the rules' windows (1 min -> 1 s): an alert that fired while the reload below
+                     # restarted the notifier's Alertmanager discovery is sent again a second later, not a minute.
+                     "--rules.alert.resend-delay=1s", "--log.level=warn"],
                     directory / "prometheus.log", f"{self.url}/-/ready", timeout_s=60)
         wait_until(lambda: self.targets_up() == dict.fromkeys(scrape, "up"),
                    60, f"Prometheus to scrape {sorted(scrape)} once")
