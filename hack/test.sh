@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite (what .ci/run runs).
 #
-#   hack/test.sh              the tiers: the venv, then the unit tier (no external component, under
-#                             2 minutes) while hack/prepare.sh builds the components in the background,
+#   hack/test.sh              the tiers: the venv, then the unit tier (no external component, two workers,
+#                             under 2 minutes) while hack/prepare.sh builds the components in the background,
 #                             then every other test; ends with the time of each phase
 #   hack/test.sh ARGS...      the venv, then `pytest ARGS` (one file, a -k expression, a marker, ...)
 set -euo pipefail
@@ -43,7 +43,7 @@ prepare_pid=$!
 status=0
 reports=$(mktemp -d)
 trap 'rm -rf "$timings" "$reports"' EXIT
-phase unit-tier .venv/bin/python -m pytest -q -m "not slow and not cluster and not component" \
+phase unit-tier .venv/bin/python -m pytest -q -n 2 -m "not slow and not cluster and not component" \
     --junitxml "$reports/unit.xml" || status=$?
 wait "$prepare_pid" || echo "warning: hack/prepare.sh could not build every component; the tests that need it will say which" >&2
 # Everything else; pytest's exit 5 (no test selected) cannot happen here: the component tests exist.

@@ -123,7 +123,7 @@ def serve(gateway: Gateway, *, tls: dict | None = None):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sockets.append(sock)
-    options = {"log_level": "warning", "access_log": False, "lifespan": "off"}
+    options = {"log_level": "warning", "access_log": False, "lifespan": "off", "timeout_graceful_shutdown": 1}
     api = uvicorn.Server(uvicorn.Config(create_app(gateway), **(tls or {}), **options))
     side = uvicorn.Server(uvicorn.Config(metrics_app(gateway), **options))
     failure = []

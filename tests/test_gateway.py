@@ -341,7 +341,7 @@ def test_https_from_certificate_files(world, tmp_path):
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"{running.url}/healthz", timeout=10)  # a CA the client does not trust
         with pytest.raises(requests.exceptions.ConnectionError):
-            requests.get(running.url.replace("https", "http") + "/healthz", timeout=10)
+            requests.get(running.url.replace("https", "http") + "/healthz", timeout=2)
 
 
 def test_metrics_aggregate_devices_without_a_series_per_device(running):
