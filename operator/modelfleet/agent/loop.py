@@ -173,6 +173,9 @@ class Agent:
                 log.warning("%s/%s: recovery: %s", target.model, target.target, action)
             if phase != "idle":
                 target.save_phase("idle")
+            # A kill after a switch but before its prune leaves a third version; a converged target never
+            # installs again to prune it.
+            target.prune()
         record, problem = self.store.trust_record()
         if problem:
             log.error("trust record: %s", problem)
