@@ -50,7 +50,9 @@ def _quality(artifact) -> str:
 
 
 def _versus_fp32(artifact) -> str:
-    """Speed-up versus fp32 in the same runtime, SLOWER when below 1."""
+    """Speed-up versus fp32 in the same runtime with its 95% interval, SLOWER when the interval lies below 1."""
     if artifact.speedup_vs_fp32 is None:
         return "-"
-    return f"{artifact.speedup_vs_fp32:.2f}x" + (" SLOWER" if artifact.slower_than_fp32 else "")
+    interval = (f" [{artifact.speedup_interval[0]:.2f}-{artifact.speedup_interval[1]:.2f}]"
+                if artifact.speedup_interval else "")
+    return f"{artifact.speedup_vs_fp32:.2f}x{interval}" + (" SLOWER" if artifact.slower_than_fp32 else "")

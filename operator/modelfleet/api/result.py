@@ -28,6 +28,11 @@ class LatencyResult(WireModel):
     runs: int = Field(description="Timed runs the percentiles are taken over.")
     threads: int = Field(description="Intra-op threads the runtime used.")
     batch_size: int = Field(description="Samples per timed run.")
+    samples_ms: list[float] | None = Field(
+        default=None, description="Every timed run, in milliseconds, in the order of the rounds: the artifacts of one "
+                                  "runtime (and edge target) are timed interleaved, once each per round, so the runs "
+                                  "of a round met the same load. Speed-ups and their intervals are computed from "
+                                  "these.")
 
 
 class AgreementResult(WireModel):
@@ -98,11 +103,16 @@ class ArtifactResult(WireModel):
     )
     speedup_vs_fp32: float | None = Field(
         default=None,
-        description="p95 of the fp32 artifact in the same runtime (the ONNX baseline for ONNX variants, the same "
-                    "edge target's fp32 for edge artifacts) divided by this one's; below 1 it is slower than fp32. "
-                    "Absent when no fp32 was built in that runtime (an edge target with an explicit precision).",
+        description="Median time of the fp32 artifact in the same runtime (the ONNX baseline for ONNX variants, the "
+                    "same edge target's fp32 for edge artifacts) divided by this one's, timed in the same rounds; "
+                    "below 1 it is slower than fp32. Absent when no fp32 was built in that runtime (an edge target "
+                    "with an explicit precision).",
     )
-    slower_than_fp32: bool = Field(default=False, description="True when speedupVsFp32 is below 1.")
+    speedup_interval: list[float] | None = Field(
+        default=None, min_length=2, max_length=2,
+        description="95% bootstrap interval [low, high] of speedupVsFp32, resampling the interleaved rounds.")
+    slower_than_fp32: bool = Field(default=False, description="True when the whole speed-up interval lies below "
+                                                              "the tie band (10%): slower than fp32 beyond noise.")
     fraction_quantized: float | None = Field(
         default=None,
         description="Quantized ONNX variants: the share of weight elements stored as int8, from 0 to 1.",

@@ -1,20 +1,23 @@
 """Which artifact each target ships: a pure function of the measured figures and the SLOs.
 
-int8 is not assumed faster (on many CPUs it is not): a target with precision `auto` gets the candidate
-with the lowest measured p95 among those that meet the SLOs. p95s within TIE of the fastest count as a
-tie, which the smaller artifact wins. Every other candidate is listed with why it lost.
+int8 is not assumed faster (on many CPUs it is not): a target with precision `auto` gets the fastest
+candidate, by median time, among those that meet the SLOs. Artifacts of one runtime are timed in the same
+interleaved rounds, and a candidate whose speed-up interval against the fastest reaches into the tie band
+(`timing.TIE`) is not shown to be slower: among such ties the smaller artifact wins. Every other candidate is
+listed with why it lost.
 """
 
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from modelfleet.api.compressedmodel import AUTO, EDGE_PRECISIONS, SLO, CompressedModelSpec, Precision, Targets
-from modelfleet.api.result import (ArtifactResult, LostCandidate, ResultManifest, SLOVerdict, SLOViolation,
-                                   TargetChoice, TargetFailure)
+from modelfleet.api.result import (ArtifactResult, LatencyResult, LostCandidate, ResultManifest, SLOVerdict,
+                                   SLOViolation, TargetChoice, TargetFailure)
+from modelfleet.domain import timing
 from modelfleet.gate import Metric, artifact_violations, evaluate_slo
 
 TRITON = "triton"
-TIE = 0.02  # p95 differences this small are measurement noise on a shared CPU
 ONNX_RUNTIME = "onnxruntime"
 LITTLE_QUANTIZED = 0.1  # a quantized variant with less int8 than this is noted as essentially fp32
 
@@ -34,30 +37,34 @@ def edge_precisions(runtime: str, precision: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One measured artifact that a target could ship."""
+    """One measured artifact that a target could ship: its timed runs, in the rounds of its runtime."""
 
     name: str
-    p95_ms: float
+    times_ms: tuple[float, ...]
     size_bytes: int
     misses: tuple[str, ...] = ()  # the SLOs it misses, in words ("drop 1.80 pt > 1.0")
-    fp32_p95_ms: float | None = None  # p95 of fp32 in the same runtime; None when none was built
+    fp32_times_ms: tuple[float, ...] | None = None  # fp32's in the same runtime and rounds; None when none was built
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
 
 
-def speedup(p95_ms: float, fp32_p95_ms: float | None) -> float | None:
-    """How many times faster than fp32 in the same runtime; below 1 is slower."""
-    return None if fp32_p95_ms is None or p95_ms <= 0 else fp32_p95_ms / p95_ms
+def timed_runs(latency: LatencyResult) -> tuple[float, ...]:
+    """The timed runs of a result, or its median alone for results written before the runs were kept."""
+    return tuple(latency.samples_ms) if latency.samples_ms else (latency.p50_ms,)
 
 
 def choose(target: str, runtime: str, candidates: Sequence[Candidate],
            failed: Mapping[str, str] | None = None) -> TargetChoice:
-    """The fastest candidate that meets the SLOs (ties within TIE: the smaller), and why each other one lost.
-    `failed`: candidates that could not be built or measured, with why."""
+    """The fastest candidate that meets the SLOs (candidates not shown slower than it: the smallest), and why
+    each other one lost. `failed`: candidates that could not be built or measured, with why."""
     eligible = [c for c in candidates if not c.misses]
     chosen = fastest = None
     if eligible:
-        fastest = min(c.p95_ms for c in eligible)
-        chosen = min((c for c in eligible if c.p95_ms <= fastest * (1 + TIE)),
-                     key=lambda c: (c.size_bytes, c.p95_ms, c.name))
+        fastest = min(eligible, key=lambda c: (c.median_ms, c.size_bytes, c.name))
+        ties = [c for c in eligible if c is fastest or timing.speedup(fastest.times_ms, c.times_ms).overlaps_tie()]
+        chosen = min(ties, key=lambda c: (c.size_bytes, c.median_ms, c.name))
     losers = [LostCandidate(artifact=c.name, reason=_why_lost(c, chosen, fastest))
               for c in candidates if c is not chosen]
     losers += [LostCandidate(artifact=name, reason=f"failed: {why}") for name, why in (failed or {}).items()]
@@ -65,15 +72,16 @@ def choose(target: str, runtime: str, candidates: Sequence[Candidate],
                         losers=losers)
 
 
-def _why_lost(c: Candidate, chosen: Candidate | None, fastest: float | None) -> str:
+def _why_lost(c: Candidate, chosen: Candidate | None, fastest: Candidate | None) -> str:
     if c.misses:
         return "; ".join(c.misses)
-    if c.p95_ms <= fastest * (1 + TIE) and c.size_bytes > chosen.size_bytes:
+    behind = timing.speedup(fastest.times_ms, c.times_ms)  # how much faster the fastest is
+    if c is fastest or behind.overlaps_tie():
         return (f"larger than {chosen.name} ({size_text(c.size_bytes)} > {size_text(chosen.size_bytes)}) "
-                f"at a p95 within {TIE:.0%}")
-    if c.fp32_p95_ms is not None and slower_than(c.p95_ms, c.fp32_p95_ms):
-        return f"slower than fp32 ({c.p95_ms / c.fp32_p95_ms:.2f}x)"
-    return f"p95 {c.p95_ms:.3f} ms > chosen {chosen.p95_ms:.3f} ms"
+                f"and not shown faster than it ({timing.speedup(c.times_ms, chosen.times_ms).text()})")
+    if c.fp32_times_ms is not None and slower_than_fp32(timing.speedup(c.times_ms, c.fp32_times_ms)):
+        return f"slower than fp32 ({timing.speedup(c.fp32_times_ms, c.times_ms).text()})"
+    return f"median {c.median_ms:.3f} ms: {fastest.name} is {behind.text()} faster"
 
 
 def choose_targets(artifacts: Sequence[ArtifactResult], failures: Sequence[TargetFailure], targets: Targets,
@@ -98,15 +106,15 @@ def choose_targets(artifacts: Sequence[ArtifactResult], failures: Sequence[Targe
             choices.append(TargetChoice(target=target, runtime=runtime, mode="requested",
                                         chosen=name if any(a.name == name for a in built) else None))
             continue
-        candidates = [Candidate(a.name, a.latency.p95_ms, a.size_bytes, misses(a, slo, metric),
-                                fp32[a.name].latency.p95_ms if fp32.get(a.name) else None) for a in built]
+        candidates = [Candidate(a.name, timed_runs(a.latency), a.size_bytes, misses(a, slo, metric),
+                                timed_runs(fp32[a.name].latency) if fp32.get(a.name) else None) for a in built]
         choices.append(choose(target, runtime, candidates, {n: why for n, why in failed.items() if n in names}))
     return choices
 
 
-def slower_than(p95_ms: float, fp32_p95_ms: float) -> bool:
-    """Slower than fp32 by more than the noise that TIE allows."""
-    return p95_ms > fp32_p95_ms * (1 + TIE)
+def slower_than_fp32(gain: timing.Ratio) -> bool:
+    """Slower than fp32 beyond the tie band, over the whole interval of the speed-up."""
+    return gain.clearly_below(1 / (1 + timing.TIE))
 
 
 def fp32_references(artifacts: Iterable[ArtifactResult]) -> dict[str, ArtifactResult]:
@@ -124,17 +132,19 @@ def compare_with_fp32(artifacts: Sequence[ArtifactResult]) -> list[ArtifactResul
     compared = []
     for a in artifacts:
         reference = fp32.get(a.name)
-        gain = speedup(a.latency.p95_ms, reference.latency.p95_ms) if reference else None
-        gain = round(gain, 4) if gain is not None else None  # the mark follows the figure as written
-        slower = reference is not None and slower_than(a.latency.p95_ms, reference.latency.p95_ms)
+        gain = timing.speedup(timed_runs(a.latency), timed_runs(reference.latency)) if reference else None
+        slower = gain is not None and slower_than_fp32(gain)
         notes = [*a.notes]
         if slower:
-            notes.append(f"slower than fp32: p95 {a.latency.p95_ms:.3f} ms vs {reference.latency.p95_ms:.3f} ms "
-                         f"({reference.name}), speed-up {gain:.2f}x")
+            notes.append(f"slower than fp32: median {a.latency.p50_ms:.3f} ms vs {reference.latency.p50_ms:.3f} ms "
+                         f"({reference.name}), speed-up {gain.text()}")
         if a.fraction_quantized is not None and a.fraction_quantized < LITTLE_QUANTIZED:
             notes.append(f"only {a.fraction_quantized:.0%} of the weights are stored as int8: "
                          "the variant stays essentially fp32")
-        compared.append(a.model_copy(update={"speedup_vs_fp32": gain, "slower_than_fp32": slower, "notes": notes}))
+        compared.append(a.model_copy(update={
+            "speedup_vs_fp32": gain.value if gain else None,
+            "speedup_interval": [gain.low, gain.high] if gain else None,
+            "slower_than_fp32": slower, "notes": notes}))
     return compared
 
 

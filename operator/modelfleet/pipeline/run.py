@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from modelfleet.api.compressedmodel import CompressedModel, EdgeRuntime, EdgeTarget, Precision, SourceFormat
-from modelfleet.api.result import ArtifactResult, BaselineResult, ResultManifest, SourceResult, TargetFailure
+from modelfleet.api.result import (ArtifactResult, BaselineResult, LatencyResult, ResultManifest, SourceResult,
+                                   TargetFailure)
 from modelfleet.domain.choice import choose_targets, compare_with_fp32, edge_name, edge_precisions, gate
 from modelfleet.errors import InvalidManifest, ModelfleetError, UnsupportedModel, first_line
 from modelfleet.pipeline import convert, dataset, fidelity, measure, quantize, source
@@ -96,15 +97,14 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
             outcome.failures += _onnx_failures(spec, e)
             notes.append(f"no ONNX artifact: {e}; the torch source, run in torch, is the reference")
             progress.step("export", notes[-1])
+        evaluated: list[Evaluated] = []
         if baseline:
-            # Measured before any variant is built: labels that do not fit the model stop the run here.
-            baseline_result, reference = _measure_baseline(baseline, evaluation, settings, spec.dataset.evaluation.uri,
-                                                           fp32_requested=Precision.fp32 in spec.compression.precisions)
-            progress.step("evaluate", f"{BASELINE}: {_quality(baseline_result)}, "
-                                      f"p95 {baseline_result.latency.p95_ms:.3f} ms")
-            results.append(baseline_result)
-            baseline_accuracy = baseline_result.accuracy
-            batch = baseline_result.signature.inputs[0].shape[0]
+            # Evaluated before any variant is built: labels that do not fit the model stop the run here.
+            base, reference, baseline_accuracy = _evaluate_baseline(
+                baseline, evaluation, settings, spec.dataset.evaluation.uri,
+                fp32_requested=Precision.fp32 in spec.compression.precisions)
+            evaluated.append(base)
+            batch = onnx_signature(baseline.files[0]).inputs[0].shape[0]
             fixed_batch = batch if batch > 0 else None
             pnnx_input = fp32_onnx = baseline.files[0]
             for precision in dict.fromkeys(spec.compression.precisions):
@@ -127,14 +127,19 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
 
         for built in outcome.built:
             try:
-                result = _measure(built, evaluation, reference, baseline_accuracy, settings)
+                evaluated.append(_evaluate(built, evaluation, settings.threads))
             except Exception as e:
                 outcome.failures.append(TargetFailure(target=built.name, stage="evaluate", reason="EvaluationFailed",
                                                       message=f"{type(e).__name__}: {first_line(e)}"))
+        latencies = _time_interleaved(evaluated, evaluation.inputs[0], settings, progress, outcome.failures)
+        for item in evaluated:
+            if item.built.name not in latencies:
                 continue
+            result = _artifact_result(item, evaluation, reference, baseline_accuracy, latencies[item.built.name])
             results.append(result)
-            progress.step("evaluate", f"{built.name}: {_quality(result)}, p95 {result.latency.p95_ms:.3f} ms"
-                                      + "".join(f"; {note}" for note in built.notes))
+            progress.step("evaluate", f"{item.built.name}: {_quality(result)}, median {result.latency.p50_ms:.3f} ms, "
+                                      f"p95 {result.latency.p95_ms:.3f} ms"
+                                      + "".join(f"; {note}" for note in item.built.notes))
         for failure in outcome.failures:
             progress.step("failed", f"{failure.target} ({failure.stage}): {failure.message}")
 
@@ -269,28 +274,56 @@ def _build_edge(target: EdgeTarget, precision: str, loaded, pnnx_input: Path | N
                  lambda threads: TfliteRunner(model, threads), target.name)
 
 
-def _measure_baseline(baseline: Built, evaluation, settings, uri: str, fp32_requested: bool):
-    runner = baseline.open_runner(settings.threads)
-    reference = measure.predict(runner, evaluation.inputs)
+@dataclass
+class Evaluated:
+    """A built artifact, open in its runtime, with its outputs on the evaluation set; timed later."""
+
+    built: Built
+    runner: Runner
+    outputs: np.ndarray
+    role: str
+
+
+def _evaluate_baseline(baseline: Built, evaluation, settings, uri: str, fp32_requested: bool):
+    """The baseline's evaluation, the reference outputs, and its accuracy (metric top1; else None)."""
+    item = _evaluate(baseline, evaluation, settings.threads)
     accuracy = None
     if len(evaluation.labels):  # metric top1 (fidelity reads no labels)
-        dataset.check_labels_fit(evaluation, uri, reference.shape[1])
-        accuracy = measure.top1_accuracy(reference, evaluation.labels)
-    result = _artifact_result(baseline, runner, evaluation, reference, reference, accuracy, settings)
+        dataset.check_labels_fit(evaluation, uri, item.outputs.shape[1])
+        accuracy = measure.top1_accuracy(item.outputs, evaluation.labels)
     if fp32_requested:  # the user ships fp32 too, so it is held to the SLOs like any candidate
-        result = result.model_copy(update={"role": "candidate"})
-    return result, reference
+        item.role = "candidate"
+    return item, item.outputs, accuracy
 
 
-def _measure(built: Built, evaluation, reference: np.ndarray, baseline_accuracy: float | None,
-             settings) -> ArtifactResult:
-    runner = built.open_runner(settings.threads)
-    outputs = measure.predict(runner, evaluation.inputs)
-    return _artifact_result(built, runner, evaluation, outputs, reference, baseline_accuracy, settings)
+def _evaluate(built: Built, evaluation, threads: int) -> Evaluated:
+    runner = built.open_runner(threads)
+    return Evaluated(built, runner, measure.predict(runner, evaluation.inputs), built.role)
 
 
-def _artifact_result(built: Built, runner: Runner, evaluation, outputs, reference, baseline_accuracy, settings):
+def _time_interleaved(evaluated: list[Evaluated], sample: np.ndarray, settings, progress: Progress,
+                      failures: list[TargetFailure]) -> dict[str, LatencyResult]:
+    """Latency of every artifact, those of one runtime and target timed in the same rounds; an artifact whose
+    runtime fails while timed is recorded as a failure."""
+    groups: dict[tuple[str, str | None], list[Evaluated]] = {}
+    for item in evaluated:
+        groups.setdefault((item.built.runtime, item.built.target), []).append(item)
+    latencies = {}
+    for (runtime, target), items in groups.items():
+        progress.step("benchmark", f"{runtime}{f' ({target})' if target else ''}: {len(items)} artifacts, "
+                                   f"{settings.runs} interleaved rounds")
+        for item, latency in zip(items, measure.interleaved_latency([i.runner for i in items], sample, settings)):
+            if isinstance(latency, Exception):
+                failures.append(TargetFailure(target=item.built.name, stage="benchmark", reason="EvaluationFailed",
+                                              message=f"{type(latency).__name__}: {first_line(latency)}"))
+            else:
+                latencies[item.built.name] = latency
+    return latencies
+
+
+def _artifact_result(item: Evaluated, evaluation, reference, baseline_accuracy, latency: LatencyResult):
     """`baseline_accuracy` is None under metric fidelity: no accuracy is measured then."""
+    built, runner, outputs = item.built, item.runner, item.outputs
     accuracy = drop = None
     if baseline_accuracy is not None:
         accuracy = measure.top1_accuracy(outputs, evaluation.labels)
@@ -307,7 +340,7 @@ def _artifact_result(built: Built, runner: Runner, evaluation, outputs, referenc
                     runner.batch_size if runner.fixed_batch else None)
         smoke = f"{built.name}/{SMOKE_FILE}"
     return ArtifactResult(
-        name=built.name, runtime=built.runtime, precision=built.precision, role=built.role, target=built.target,
+        name=built.name, runtime=built.runtime, precision=built.precision, role=item.role, target=built.target,
         files=[f"{built.name}/{f.name}" for f in built.files],
         sha256=_artifact_digest(built.files),
         size_bytes=sum(f.stat().st_size for f in built.files),
@@ -316,7 +349,7 @@ def _artifact_result(built: Built, runner: Runner, evaluation, outputs, referenc
         agreement=measure.agreement(outputs, reference),
         fidelity=fidelity.fidelity(outputs, reference),
         notes=built.notes,
-        latency=measure.latency(runner, evaluation.inputs[0], settings),
+        latency=latency,
         signature=signature,
         smoke=smoke,
         fraction_quantized=(round(fraction_quantized(built.files[0]), 4)
