@@ -7,7 +7,7 @@
 #
 # Lanes, chosen for a 2-core machine: the Go and C++ builds are CPU-bound and run one after another;
 # the downloads and docker image builds are mostly network and disk, and overlap with them.
-#   packages  (first, alone)  Debian packages: the cluster's, Prometheus' (apt takes one install at a time)
+#   packages  (first, alone)  Debian packages: the cluster's, Prometheus', espeak-ng (apt takes one install at a time)
 #   go        Kubernetes, CNI, crictl, CoreDNS, then the cluster starts; helm, kstatus, MinIO
 #   images    dockerd, the Debian base, ncnn's int8 tools, the operator and worker images;
 #             each is loaded into the node once the go lane has the cluster up
@@ -81,9 +81,9 @@ lane_downloads() {
 rm -f "$logs/.cluster-up" "$logs/.go-done" "$logs"/.tag-*
 start=$SECONDS
 if as_root; then
-    step packages bash -c 'bash hack/cluster.sh packages && bash hack/prometheus.sh'
+    step packages bash -c 'bash hack/cluster.sh packages && bash hack/prometheus.sh && bash hack/espeak.sh'
 else
-    step packages bash hack/prometheus.sh
+    step packages bash -c 'bash hack/prometheus.sh && bash hack/espeak.sh'
 fi
 { lane_go; touch "$logs/.go-done"; } &
 go_pid=$!

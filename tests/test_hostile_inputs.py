@@ -109,7 +109,7 @@ BAD_MANIFESTS = [
     ("shape-zero-dimension", ("spec", "source", "inputs", 0, "shape"), [-1, 0, 8, 8], "non-batch dimensions must be positive", "batch dimension must be -1 (dynamic) or positive, other dimensions positive"),
     ("shape-negative-batch", ("spec", "source", "inputs", 0, "shape"), [-2, 1, 8, 8], "batch dimension must be -1", "batch dimension must be -1 (dynamic) or positive, other dimensions positive"),
     ("shape-nine-dimensions", ("spec", "source", "inputs", 0, "shape"), [-1] + [1] * 8, "at most 8 items", SCHEMA),
-    ("shape-empty", ("spec", "source", "inputs", 0, "shape"), [], "at least 1 item", SCHEMA),
+    ("shape-empty", ("spec", "source", "inputs", 0, "shape"), [], "a batched input needs its batch dimension", "batch dimension must be -1 (dynamic) or positive, other dimensions positive"),
     ("shape-a-string", ("spec", "source", "inputs", 0, "shape"), "1x8x8", "valid list", SCHEMA),
     ("shape-fractional", ("spec", "source", "inputs", 0, "shape"), [-1, 1.5, 8, 8], "fractional part", SCHEMA),
     ("input-name-empty", ("spec", "source", "inputs", 0, "name"), "", "at least 1 character", SCHEMA),

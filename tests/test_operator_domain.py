@@ -21,8 +21,8 @@ from modelfleet.domain.lifecycle import FINALIZER, needs_reconcile, unhonoured_r
 from modelfleet.domain.pods import PodProblem, pod_problem, surfaces_in
 from modelfleet.domain.requeue import backoff_seconds
 from modelfleet.domain.status import (
-    JobState, Observed, Wanted, decide, decide_failure, event_type, merge_conditions, noteworthy, progress,
-    recorded_outcome, worker_failure,
+    JobState, Observed, Wanted, container_failure, decide, decide_failure, event_type, merge_conditions, noteworthy,
+    progress, recorded_outcome, worker_failure,
 )
 
 SETTINGS = OperatorSettings(worker_image="modelfleet/worker:test", artifacts="pvc://artifacts/results",
@@ -56,10 +56,11 @@ def test_compress_job_is_deterministic_labelled_owned_and_fails_fast_on_permanen
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("CompressedModel", "uid-1", True)
     spec = job["spec"]
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (2, 3600, 86400)
-    fail_fast, ignore_disruption = spec["podFailurePolicy"]["rules"]
+    fail_fast, ignore_disruption, fail_oom = spec["podFailurePolicy"]["rules"]
     assert fail_fast["action"] == "FailJob" and fail_fast["onExitCodes"]["values"] == PERMANENT_EXIT_CODES
     assert PERMANENT_EXIT_CODES[0] == 1 and PERMANENT_EXIT_CODES[-1] == 127 and 128 not in PERMANENT_EXIT_CODES
     assert ignore_disruption["action"] == "Ignore"
+    assert fail_oom["action"] == "FailJob" and fail_oom["onExitCodes"]["values"] == [137]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"]
     [container] = pod["containers"]
@@ -461,10 +462,10 @@ def test_the_losers_say_why_in_the_status():
     decision = decide(model(TRITON), [], Observed(compress=JobState("Succeeded"), result=result()), "pvc://artifacts/r")
     boards = next(c for c in decision.choices if c.target == "arm-boards")
     assert [(lost.artifact, lost.reason) for lost in boards.losers] == [
-        ("ncnn-fp32-arm-boards", "p95 0.500 ms > chosen 0.300 ms")]
+        ("ncnn-fp32-arm-boards", "median 0.500 ms: ncnn-fp16-arm-boards is 1.67x [1.67, 1.67] faster")]
     triton = decision.choices[0]
     assert [(lost.artifact, lost.reason) for lost in triton.losers] == [
-        ("onnx-fp32", "larger than onnx-int8-static (1000 B > 300 B) at a p95 within 2%")]
+        ("onnx-fp32", "larger than onnx-int8-static (1000 B > 300 B) and not shown faster than it (1.00x [1.00, 1.00])")]
     slo_met = next(c for c in decision.conditions if c.type == "SLOMet")
     assert slo_met.message.endswith(f"ships triton=onnx-int8-static {EDGE_CHOICE}")
 
@@ -650,6 +651,77 @@ def test_the_unschedulable_transition_time_is_read_from_the_pod():
 def test_a_termination_message_gives_a_reason_only_when_it_is_a_camel_case_word(text, code, reason, message):
     got_reason, got_message = worker_failure(text, code)
     assert got_reason == reason and got_message.startswith(message)
+
+
+def pod_failure_action(job: dict, exit_code: int, conditions: tuple[str, ...] = ()) -> str:
+    """What the Job controller does with a failed pod under the Job's podFailurePolicy: the first matching rule's
+    action, or Count (the failure counts against backoffLimit, and a new pod runs while that allows)."""
+    for rule in job["spec"]["podFailurePolicy"]["rules"]:
+        codes = rule.get("onExitCodes")
+        if codes and (exit_code in codes["values"]) == (codes["operator"] == "In"):
+            return rule["action"]
+        if any(c["type"] in conditions for c in rule.get("onPodConditions", [])):
+            return rule["action"]
+    return "Count"
+
+
+@pytest.mark.parametrize("exit_code, conditions, action", [
+    (4, (), "FailJob"),                      # the worker's own permanent reason
+    (137, (), "FailJob"),                    # OOM-killed: a retry under the same limit is killed again
+    (137, ("DisruptionTarget",), "Ignore"),  # killed by a preemption, an eviction, a node shutdown: runs again
+    (143, (), "Count"),                      # SIGTERM: retried up to backoffLimit
+    (128, (), "Count"),                      # the worker's Retryable
+])
+def test_an_oom_killed_worker_fails_its_job_at_once_and_a_disrupted_one_runs_again(exit_code, conditions, action):
+    for stage, spec in ((COMPRESS, {}), (PUBLISH, TRITON)):
+        assert pod_failure_action(worker_job(model(spec), "uid-1", stage, SETTINGS), exit_code, conditions) == action
+
+
+# A worker container the kernel killed at its memory limit: its termination message is the log tail
+# (terminationMessagePolicy FallbackToLogsOnError), which says nothing about why.
+OOM_KILLED = {"reason": "OOMKilled", "exitCode": 137, "message": "calibrating onnx-int8-static\n"}
+
+
+@pytest.mark.parametrize("stage, changes, terminated, reason, parts", [
+    (COMPRESS, {}, OOM_KILLED, "WorkerOOMKilled",
+     ["the compress worker of pvc://data/digits/digits.torchscript.pt", "killed by the kernel for running out of memory",
+      "memory limit of 8Gi (spec.worker.resources.limits.memory)", "modelfleet.io/retry", "(exit code 137)"]),
+    (COMPRESS, {"worker": {"resources": {"limits": {"memory": "512Mi"}}}}, OOM_KILLED, "WorkerOOMKilled",
+     ["memory limit of 512Mi"]),
+    (COMPRESS, {"worker": {"resources": {"limits": {"memory": None}}}}, OOM_KILLED, "WorkerOOMKilled",
+     ["no memory limit, so its node ran out of memory", "set spec.worker.resources.limits.memory"]),
+    (PUBLISH, TRITON, OOM_KILLED, "WorkerOOMKilled", ["the publish worker of pvc://data/digits/", "limit of 8Gi"]),
+    # not the OOM killer's: what the worker wrote decides
+    (COMPRESS, {}, {"reason": "Error", "exitCode": 4, "message": "InvalidSource: no such file"}, "InvalidSource",
+     ["no such file (exit code 4)"]),
+    (COMPRESS, {}, {"reason": "Error", "exitCode": 137, "message": ""}, "", ["worker exited 137"]),
+])
+def test_an_oom_killed_worker_is_named_with_its_memory_limit_and_model(stage, changes, terminated, reason, parts):
+    job = worker_job(model(changes), "uid-1", stage, SETTINGS)
+    got_reason, message = container_failure(terminated, job)
+    assert got_reason == reason
+    assert all(part in message for part in parts), message
+
+
+def test_an_oom_kill_in_a_job_made_elsewhere_is_still_named():
+    reason, message = container_failure(OOM_KILLED, {"metadata": {"name": "x"}, "spec": {}})
+    assert reason == "WorkerOOMKilled" and "the ? worker of ?" in message and "no memory limit" in message
+
+
+def test_an_oom_killed_compression_ends_stalled_without_a_new_job():
+    oom = Wanted("Compressed", "False", *container_failure(OOM_KILLED, worker_job(model(), "uid-1", COMPRESS, SETTINGS)))
+    decision = decide(model(), [], Observed(compress=JobState("Failed", oom.reason, oom.message)), "pvc://artifacts/r")
+    got = summary(decision)
+    assert got["Compressed"] == ("False", "WorkerOOMKilled") and got["Ready"] == ("False", "WorkerOOMKilled")
+    assert got["create"] == [] and decision.attempt is None
+    ready = next(c for c in decision.conditions if c.type == "Ready")
+    assert "memory limit of 8Gi" in ready.message
+    assert {w.type: (w.status, w.reason) for w in progress(decision.conditions)} == stalled("WorkerOOMKilled")
+    assert noteworthy(oom) and event_type(oom) == "Warning"
+    # the failure is kept once Kubernetes removed the Job: it is not run again under the same spec
+    recorded = status(Condition(type="Compressed", status="False", reason=oom.reason, message=oom.message,
+                                last_transition_time="t0", observed_generation=1), compress="c1")
+    assert recorded_outcome(recorded, COMPRESS, "c1", "Compressed") == JobState("Failed", oom.reason, oom.message)
 
 
 RETRYING = {"Reconciling": ("True", "Forbidden"), "Stalled": ("False", "Progressing")}  # retried by the operator

@@ -3,7 +3,7 @@
 from typing import Literal
 
 from modelfleet.api.compressedmodel import SLO
-from modelfleet.api.result import ArtifactResult, SLOVerdict, SLOViolation, TargetFailure
+from modelfleet.api.result import ArtifactResult, FidelityResult, SLOVerdict, SLOViolation, TargetFailure
 
 Metric = Literal["top1", "fidelity"]
 
@@ -24,7 +24,7 @@ def evaluate_slo(artifacts: list[ArtifactResult], failures: list[TargetFailure],
 
 def artifact_violations(artifact: ArtifactResult, slo: SLO, metric: Metric = "top1") -> list[SLOViolation]:
     """The SLOs one artifact misses: its quality by `metric`, its runtime's p95 budget, the size limit."""
-    violations = _quality_violations(artifact, slo, metric)
+    violations = quality_violations(artifact.name, artifact.fidelity, artifact.accuracy_drop_points, slo, metric)
     budget = getattr(slo.latency_p95_ms, artifact.runtime)
     if budget is not None and artifact.latency.p95_ms > budget:
         violations.append(SLOViolation(
@@ -39,29 +39,31 @@ def artifact_violations(artifact: ArtifactResult, slo: SLO, metric: Metric = "to
     return violations
 
 
-def _quality_violations(artifact: ArtifactResult, slo: SLO, metric: Metric) -> list[SLOViolation]:
+def quality_violations(name: str, fidelity: FidelityResult | None, drop: float | None, slo: SLO,
+                       metric: Metric) -> list[SLOViolation]:
+    """The quality SLOs missed by an artifact named `name` with this fidelity (metric fidelity) or accuracy drop
+    (metric top1)."""
     if metric == "fidelity":
         violations = []
-        cosine, snr = artifact.fidelity.cosine, artifact.fidelity.snr_db
+        cosine, snr = fidelity.cosine, fidelity.snr_db
         if cosine < slo.min_fidelity_cosine:
             violations.append(SLOViolation(
-                artifact=artifact.name, slo="fidelityCosine", limit=slo.min_fidelity_cosine, measured=cosine,
-                message=f"{artifact.name}: mean cosine similarity {cosine:.6f} with the fp32 outputs is below "
-                        f"{slo.min_fidelity_cosine:.6f} (worst sample {artifact.fidelity.min_cosine_sample}: "
-                        f"{artifact.fidelity.min_cosine:.6f})",
+                artifact=name, slo="fidelityCosine", limit=slo.min_fidelity_cosine, measured=cosine,
+                message=f"{name}: mean cosine similarity {cosine:.6f} with the fp32 outputs is below "
+                        f"{slo.min_fidelity_cosine:.6f} (worst sample {fidelity.min_cosine_sample}: "
+                        f"{fidelity.min_cosine:.6f})",
             ))
         if slo.min_fidelity_snr_db is not None and snr < slo.min_fidelity_snr_db:
             violations.append(SLOViolation(
-                artifact=artifact.name, slo="fidelitySnr", limit=slo.min_fidelity_snr_db, measured=snr,
-                message=f"{artifact.name}: mean SNR {snr:.2f} dB against the fp32 outputs is below "
-                        f"{slo.min_fidelity_snr_db:.2f} dB (worst sample {artifact.fidelity.min_snr_sample}: "
-                        f"{artifact.fidelity.min_snr_db:.2f} dB)",
+                artifact=name, slo="fidelitySnr", limit=slo.min_fidelity_snr_db, measured=snr,
+                message=f"{name}: mean SNR {snr:.2f} dB against the fp32 outputs is below "
+                        f"{slo.min_fidelity_snr_db:.2f} dB (worst sample {fidelity.min_snr_sample}: "
+                        f"{fidelity.min_snr_db:.2f} dB)",
             ))
         return violations
-    drop = artifact.accuracy_drop_points
     if drop > slo.max_accuracy_drop_points:
         return [SLOViolation(
-            artifact=artifact.name, slo="accuracyDrop", limit=slo.max_accuracy_drop_points, measured=drop,
-            message=f"{artifact.name}: accuracy drop {drop:.2f} points exceeds {slo.max_accuracy_drop_points:.2f}",
+            artifact=name, slo="accuracyDrop", limit=slo.max_accuracy_drop_points, measured=drop,
+            message=f"{name}: accuracy drop {drop:.2f} points exceeds {slo.max_accuracy_drop_points:.2f}",
         )]
     return []

@@ -98,10 +98,12 @@ class DType(str, Enum):
 class TensorSpec(WireModel):
     """One model input: its name, shape and element type."""
 
-    # Mirrors _dims_are_sizes: only a dynamic (-1) batch dimension may be non-positive.
+    # Mirrors _dims_are_sizes: only a dynamic (-1) batch dimension may be non-positive; an input without a batch
+    # axis may be a 0-d scalar, one with a batch axis has at least that.
     model_config = WireModel.model_config | {
         "json_schema_extra": _cel(
-            "self.shape.filter(d, d <= 0).size() == (self.shape[0] == -1 ? 1 : 0)",
+            "(has(self.batched) && !self.batched) ? self.shape.all(d, d > 0) : (self.shape.size() >= 1 && "
+            "self.shape.filter(d, d <= 0).size() == (self.shape[0] == -1 ? 1 : 0))",
             "batch dimension must be -1 (dynamic) or positive, other dimensions positive",
         )
     }
@@ -112,18 +114,31 @@ class TensorSpec(WireModel):
         description="Input name. For ONNX sources it must match the graph's input name; for torch sources it names the exported ONNX input.",
     )
     shape: list[int] = Field(
-        min_length=1,
         max_length=8,
-        description="Input shape. The first dimension is the batch; -1 marks it dynamic. Every other dimension is a positive size.",
+        description="Input shape. With batched (the default) the first dimension is the batch, -1 marks it dynamic, "
+                    "and every other dimension is a positive size; without, every dimension is a positive size and "
+                    "[] is a 0-d scalar.",
     )
     dtype: DType = Field(default=DType.float32, description="Element type of the input tensor.")
+    batched: bool = Field(
+        default=True,
+        description="Whether the first dimension is the batch axis. false for an input without one, such as a "
+                    "0-d scalar (a sample rate) or a recurrent state whose batch axis is not the first: each "
+                    "sample in the data then holds the whole tensor, and the model is called one sample at a time.",
+    )
 
     @model_validator(mode="after")
     def _dims_are_sizes(self) -> "TensorSpec":
-        if self.shape[0] == 0 or self.shape[0] < -1:
+        if not self.batched:
+            if any(d <= 0 for d in self.shape):
+                raise ValueError(f"input {self.name!r}: an input without a batch axis has positive dimensions only, "
+                                 f"got {self.shape}")
+        elif not self.shape:
+            raise ValueError(f"input {self.name!r}: a batched input needs its batch dimension; a 0-d scalar is "
+                             "batched: false")
+        elif self.shape[0] == 0 or self.shape[0] < -1:
             raise ValueError(f"input {self.name!r}: batch dimension must be -1 (dynamic) or positive, got {self.shape[0]}")
-        bad = [d for d in self.shape[1:] if d <= 0]
-        if bad:
+        elif [d for d in self.shape[1:] if d <= 0]:
             raise ValueError(f"input {self.name!r}: non-batch dimensions must be positive, got {self.shape}")
         elements = math.prod(abs(d) for d in self.shape)
         if elements > MAX_BATCH_ELEMENTS:
@@ -178,6 +193,14 @@ class Dataset(WireModel):
     )
 
 
+class MixedPrecision(WireModel):
+    """Accuracy-aware mixed precision: int8-static with its most sensitive nodes kept in float."""
+
+    enabled: bool = Field(default=True, description="Search when int8-static misses the quality SLO.")
+    max_trials: int = Field(default=12, ge=1, le=64, description="Most quantization builds the search may try.")
+    max_seconds: int = Field(default=900, ge=10, le=86400, description="Most wall time the search may take.")
+
+
 class Compression(WireModel):
     """Which compressed variants to produce, and how."""
 
@@ -195,6 +218,11 @@ class Compression(WireModel):
         default=128, ge=1, le=100000, description="At most this many calibration samples are used (int8-static)."
     )
     opset: int = Field(default=17, ge=17, le=23, description="ONNX opset of the exported graph.")
+    mixed_precision: MixedPrecision = Field(
+        default_factory=MixedPrecision,
+        description="When int8-static misses the quality SLO: search for the fewest nodes to keep in float "
+                    "(artifact onnx-int8-mixed).")
+
 
 
 class InstanceKind(str, Enum):
@@ -246,8 +274,9 @@ class TritonTarget(WireModel):
     model_name: str = Field(pattern=DNS_LABEL_PATTERN, description="Model name inside the repository.")
     precision: TritonPrecision = Field(
         default=TritonPrecision.auto,
-        description="Which ONNX artifact to publish: auto (default) publishes the one with the lowest measured p95 "
-                    "among the fp32 baseline and compression.precisions that meet the SLOs (ties: the smaller); "
+        description="Which ONNX artifact to publish: auto (default) publishes the fastest (median, timed interleaved) "
+                    "among the fp32 baseline and compression.precisions that meet the SLOs (ties within 10%: the "
+                    "smaller); "
                     "fp32 or one of compression.precisions publishes that one.",
     )
     server_url: str | None = Field(
@@ -417,7 +446,7 @@ class EdgeTarget(WireModel):
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         default=AUTO,
         description="Weight storage precision. auto (default) builds every precision the runtime supports and ships "
-                    "the one with the lowest measured p95 that meets the SLOs (ties: the smaller). ncnn builds fp32, "
+                    "the fastest (median, timed interleaved) that meets the SLOs (ties within 10%: the smaller). ncnn builds fp32, "
                     "fp16 and int8 (ncnn2table's calibration on dataset.calibration, then ncnn2int8); tflite builds "
                     "fp32 and int8 (full-integer, ai-edge-quantizer calibrated on dataset.calibration).",
     )
@@ -515,7 +544,8 @@ class Worker(WireModel):
     """How the worker Jobs run."""
 
     resources: WorkerResources = Field(default_factory=WorkerResources, description="Container resources.")
-    backoff_limit: int = Field(default=2, ge=0, le=20, description="Retries after retryable failures (exit codes 128+).")
+    backoff_limit: int = Field(default=2, ge=0, le=20, description="Retries after retryable failures (exit codes 128 "
+                                                                   "and above, but 137, an out-of-memory kill).")
     active_deadline_seconds: int = Field(default=3600, ge=60, le=86400, description="Wall-time limit of one Job.")
     ttl_seconds_after_finished: int = Field(
         default=86400, ge=0, description="How long finished Jobs stay for inspection before Kubernetes deletes them."

@@ -73,12 +73,45 @@ class ModelSignature(WireModel):
     outputs: list[TensorSignature] = Field(description="Graph outputs, in order.")
 
 
+class NodeSensitivity(WireModel):
+    """How much quantization noise one node of the all-int8 model adds."""
+
+    node: str = Field(description="Node name in the fp32 graph.")
+    op_type: str = Field(description="ONNX operator, such as Conv or MatMul.")
+    noise_to_signal: float = Field(description="Energy of the int8 model's error in this node's output over the "
+                                               "output's energy, on the sensitivity samples.")
+    added: float = Field(description="The part of noiseToSignal this node adds: its output's less the worst of its "
+                                     "inputs' (what quantizing its input activations and weights costs).")
+
+
+class MixedTrial(WireModel):
+    """One build of the mixed-precision search."""
+
+    order: Literal["all-int8", "sensitivity", "graph"] = Field(
+        description="Which nodes came first: the most sensitive (sensitivity) or the first from the input (graph).")
+    float_nodes: int = Field(description="How many nodes, first in that order, were kept in float.")
+    met: bool = Field(description="Whether the build met the quality SLOs.")
+    quality: str = Field(description="Its quality in words, such as `cosine 0.9921, SNR 19.8 dB`.")
+    size_bytes: int = Field(description="Size of the build, in bytes.")
+
+
+class MixedPrecisionResult(WireModel):
+    """What the accuracy-aware mixed-precision search found."""
+
+    quantizable_nodes: int = Field(description="Nodes int8-static quantized.")
+    float_nodes: list[str] = Field(default_factory=list, description="The nodes this artifact keeps in float.")
+    most_sensitive: list[NodeSensitivity] = Field(default_factory=list,
+                                                  description="The most sensitive nodes, most sensitive first.")
+    trials: list[MixedTrial] = Field(default_factory=list, description="Every build of the search, in order.")
+
+
 class ArtifactResult(WireModel):
     """One produced artifact with everything measured about it."""
 
     name: str = Field(description="Artifact name, such as onnx-int8-static or ncnn-fp16.")
     runtime: Literal["onnxruntime", "ncnn", "tflite"] = Field(description="Runtime the artifact was evaluated in.")
-    precision: str = Field(description="Numeric precision: fp32, fp16, int8-dynamic or int8-static.")
+    precision: str = Field(description="Numeric precision: fp32, fp16, int8-dynamic, int8-static or int8-mixed "
+                                       "(int8-static with its most sensitive nodes kept in float).")
     role: Literal["baseline", "candidate"] = Field(
         description="baseline: the fp32 reference; candidate: an artifact meant to ship, checked against the SLOs."
     )
@@ -117,6 +150,8 @@ class ArtifactResult(WireModel):
         default=None,
         description="Quantized ONNX variants: the share of weight elements stored as int8, from 0 to 1.",
     )
+    mixed_precision: MixedPrecisionResult | None = Field(
+        default=None, description="int8-mixed artifacts: the nodes kept in float and the search that chose them.")
     notes: list[str] = Field(default_factory=list, description="What a reader should know about this artifact, "
                                                                 "such as that it is slower than fp32.")
 

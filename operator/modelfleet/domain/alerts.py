@@ -232,9 +232,9 @@ def fleet_groups(operator_job: str = OPERATOR_JOB, scale: float = 1.0,
             "$labels.stage }}\"}[1h])). The worker's own reasons about one resource's input (SourceNotFound, "
             "InvalidSource, UnsupportedOperator) are its owner's to fix (kubectl describe compressedmodel). Many "
             "resources at once points at the platform: the artifact store (AccessDenied, Retryable), Kubernetes' "
-            "reasons (DeadlineExceeded, BackoffLimitExceeded: pods too slow, crashing or OOM-killed; check "
-            "spec.worker.resources and the nodes) or the Triton servers (stage publish: PublishFailed). kubectl "
-            "get jobs -A -l app.kubernetes.io/managed-by=modelfleet and the failed pods' logs.",
+            "reasons (DeadlineExceeded, BackoffLimitExceeded: pods too slow or crashing) and WorkerOOMKilled (killed "
+            "at the memory limit; check spec.worker.resources and the nodes) or the Triton servers (stage publish: "
+            "PublishFailed). kubectl get jobs -A -l app.kubernetes.io/managed-by=modelfleet and the failed pods' logs.",
             for_seconds=t(5 * _MINUTE)),
     ]
     models = [

@@ -51,8 +51,9 @@ class Candidate:
 
 
 def timed_runs(latency: LatencyResult) -> tuple[float, ...]:
-    """The timed runs of a result, or its median alone for results written before the runs were kept."""
-    return tuple(latency.samples_ms) if latency.samples_ms else (latency.p50_ms,)
+    """The timed runs of a result; for results written before the runs were kept, its p95 alone (what the choice
+    compared then), so rejudging an old result chooses as it did."""
+    return tuple(latency.samples_ms) if latency.samples_ms else (latency.p95_ms,)
 
 
 def choose(target: str, runtime: str, candidates: Sequence[Candidate],

@@ -14,6 +14,7 @@ from modelfleet.api.compressedmodel import (
     AUTO,
     CompressedModel,
     EdgeBundleStatus,
+    MixedPrecision,
     EdgeRuntime,
     SourceFormat,
 )
@@ -32,6 +33,10 @@ BUNDLE_SIGNING_DIR = "/var/run/modelfleet/bundle-signing"  # the signing Secret,
 BUNDLE_SIGNING_KEY = "signing-key.pem"
 # Worker exit codes 1-127 are permanent (bad input, unsupported model): retrying cannot help.
 PERMANENT_EXIT_CODES = list(range(1, 128))
+# 128 + SIGKILL: the kernel's out-of-memory killer at the container's memory limit (the kubelet then writes
+# the reason OOMKilled). A retry under the same limit is killed again, so the Job fails at once; a pod killed
+# by a disruption (preemption, eviction, node shutdown) matches the Ignore rule before and runs again.
+OOM_KILL_EXIT_CODE = 137
 
 
 @dataclass(frozen=True)
@@ -87,13 +92,24 @@ def stage_hashes(model: CompressedModel) -> dict[str, str]:
     spec = model.spec.model_dump(mode="json", by_alias=True)
     # A rollout policy decides when devices get a bundle, not what is built: pausing one recompresses nothing.
     edge = [{k: v for k, v in target.items() if k != "rollout"} for target in spec["targets"]["edge"]]
-    compress = _digest({**{k: spec[k] for k in ("source", "dataset", "compression", "benchmark")}, "edge": edge})
+    compress = _digest({**{k: spec[k] for k in ("source", "dataset", "compression", "benchmark")}, "edge": edge}
+                       | _without_later_defaults(spec))
     triton = spec["targets"]["triton"]
     publish_inputs = {"compress": compress, "triton": triton, "latencySLO": spec["slo"]["latencyP95Ms"]["triton"]}
     if triton and triton["precision"] == AUTO:
         publish_inputs["choiceSLO"] = {**spec["slo"], "latencyP95Ms": spec["slo"]["latencyP95Ms"]["onnxruntime"]}
     publish = _digest(publish_inputs)
     return {COMPRESS: compress, PUBLISH: publish}
+
+
+def _without_later_defaults(spec: dict) -> dict:
+    """The source and compression with the fields added after resources existed left out while they hold their
+    defaults, so an operator upgrade does not recompress every resource it finds."""
+    compression = dict(spec["compression"])
+    if compression.get("mixedPrecision") == MixedPrecision().model_dump(mode="json", by_alias=True):
+        del compression["mixedPrecision"]
+    inputs = [{k: v for k, v in i.items() if not (k == "batched" and v)} for i in spec["source"]["inputs"]]
+    return {"source": {**spec["source"], "inputs": inputs}, "compression": compression}
 
 
 def bundle_digest(compress_digest: str, bundles: Sequence[EdgeBundleStatus]) -> str:
@@ -223,10 +239,27 @@ def worker_job(model: CompressedModel, uid: str, stage: str, settings: OperatorS
                 {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
                                                       "values": PERMANENT_EXIT_CODES}},
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                                      "values": [OOM_KILL_EXIT_CODE]}},
             ]},
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },
     }
+
+
+def job_worker(job: dict) -> tuple[str, str, str | None]:
+    """What a Job of `worker_job` runs, read back from it: its stage, the model's source URI and the worker
+    container's memory limit (None: it has none). "?" for what a Job made otherwise does not say."""
+    stage = ((job.get("metadata") or {}).get("labels") or {}).get(STAGE_LABEL) or "?"
+    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    container = next((c for c in containers if c.get("name") == CONTAINER), {})
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    manifest = next((e.get("value") for e in container.get("env") or [] if e.get("name") == "MODELFLEET_MANIFEST"), None)
+    try:
+        source = json.loads(manifest)["spec"]["source"]["uri"]
+    except (TypeError, ValueError, KeyError):
+        source = "?"
+    return stage, source if isinstance(source, str) else "?", limit
 
 
 def pvc_claims(model: CompressedModel, settings: OperatorSettings) -> list[str]:

@@ -22,7 +22,7 @@ from modelfleet.api.compressedmodel import (
 from modelfleet.api.publication import TritonPublication
 from modelfleet.api.result import ResultManifest, TargetChoice
 from modelfleet.domain.choice import rejudged, summary
-from modelfleet.domain.plan import BUNDLE, COMPRESS, PUBLISH
+from modelfleet.domain.plan import BUNDLE, COMPRESS, PUBLISH, RETRY_ANNOTATION, job_worker
 
 INT8_PREFERENCE = ["onnx-int8-static", "onnx-int8-dynamic"]
 IN_PROGRESS = {"Compressing", "AwaitingResult", "Publishing", "AwaitingGate", "AwaitingPreviousPublish", "Bundling"}
@@ -54,6 +54,7 @@ class JobState:
 
 MISSING = JobState("Missing")
 _REASON = re.compile(REASON_PATTERN)
+OOM_KILLED = "WorkerOOMKilled"
 
 
 def worker_failure(termination_message: str, exit_code: int) -> tuple[str, str]:
@@ -65,6 +66,27 @@ def worker_failure(termination_message: str, exit_code: int) -> tuple[str, str]:
     if _REASON.match(head) and len(head) <= 64 and rest.strip():
         return head, f"{rest.strip()} (exit code {exit_code})"
     return "", f"worker exited {exit_code}: {text[-1000:]}" if text else f"worker exited {exit_code}"
+
+
+def container_failure(terminated: dict, job: dict) -> tuple[str, str]:
+    """(reason, message) of a failed worker Job from its last failed worker container (`state.terminated` as
+    the API writes it: reason, exitCode, message) and the Job. A container the kernel killed for memory
+    (reason OOMKilled) left no message of its own: WorkerOOMKilled names the stage, the model and the memory
+    limit it hit. The Job does not retry it (plan.OOM_KILL_EXIT_CODE) and the operator runs the stage again
+    only for a new modelfleet.io/retry value, since the limit is not part of the stage's hash. Any other
+    container is `worker_failure`'s."""
+    exit_code = terminated.get("exitCode") or 0
+    if terminated.get("reason") != "OOMKilled":
+        return worker_failure(terminated.get("message") or "", exit_code)
+    stage, source, limit = job_worker(job)
+    if limit:
+        what = (f"it used all of its memory limit of {limit} (spec.worker.resources.limits.memory); raise the "
+                f"limit, then")
+    else:
+        what = ("it has no memory limit, so its node ran out of memory; set spec.worker.resources.limits.memory "
+                "to what it needs (and requests.memory, so that it goes to a node with that much free), then")
+    return OOM_KILLED, (f"the {stage} worker of {source} was killed by the kernel for running out of memory: {what} "
+                        f"set the {RETRY_ANNOTATION} annotation to a new value to run it again (exit code {exit_code})")
 
 
 def recorded_outcome(status: CompressedModelStatus, stage: str, digest: str, condition_type: str) -> JobState:

@@ -8,7 +8,7 @@ from typing import Any
 
 from modelfleet.api.compressedmodel import API_VERSION, GROUP, VERSION
 from modelfleet.domain.plan import CONTAINER, MANAGED_BY, MODEL_LABEL
-from modelfleet.domain.status import JobState, worker_failure
+from modelfleet.domain.status import JobState, container_failure
 from modelfleet.errors import KubernetesApiError, first_line
 
 PLURAL = "compressedmodels"
@@ -164,7 +164,8 @@ class Cluster:
                         message or failed.get("message") or "the worker Job failed")
 
     def _worker_message(self, job: dict) -> tuple[str, str]:
-        """The termination message of the Job's last failed worker container: `Reason: message`."""
+        """Why the Job's last failed worker container ended: its termination message (`Reason: message`), or
+        WorkerOOMKilled when the kernel killed it for memory."""
         meta = job["metadata"]
         pods = self._core.list_namespaced_pod(meta["namespace"], label_selector=f"job-name={meta['name']}").items
         terminated = [s.state.terminated for p in pods for s in (p.status.container_statuses or [])
@@ -172,7 +173,7 @@ class Cluster:
         if not terminated:
             return "", ""
         last = max(terminated, key=lambda t: t.finished_at or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc))
-        return worker_failure(last.message or "", last.exit_code)
+        return container_failure({"reason": last.reason, "exitCode": last.exit_code, "message": last.message}, job)
 
     # --- the fleet gateway: EdgeDevices, CompressedModels' rollouts, the bootstrap Secret ---
 

@@ -9,7 +9,13 @@ from modelfleet.api.compressedmodel import CalibrationMethod, Compression, Preci
 from modelfleet.errors import UnsupportedModel, first_line
 from modelfleet.pipeline.dataset import batches
 
-_CALIBRATION_BATCH = 32  # samples per calibration call when the model's batch dimension is dynamic
+_CALIBRATION_BATCH = 32  # most samples per calibration call when the model's batch dimension is dynamic
+# What int8-static calibration may hold beyond the model and onnxruntime itself: half for one batch in the
+# calibrating session, half for the chunk of samples whose tensors entropy and percentile keep until they are
+# made into histograms. PaddleOCR's text recognizer computes 194 MiB of tensors per 48x320 sample: fed 32
+# at a time and kept to the end, 32 samples took 6.4 to 6.5 GB with every method and 64 passed 12 GB; in
+# this budget, 128 samples take 0.6 GB (minmax) and 0.4 GB (entropy, percentile) (bench/calibration_memory.py).
+CALIBRATION_MEMORY_BYTES = 512 * 2**20
 
 
 def optimize(src: Path, out: Path) -> None:
@@ -90,35 +96,114 @@ _CALIBRATION = {
 
 
 def _int8_static(src: Path, out: Path, compression: Compression, calibration: np.ndarray, input_name: str,
-                 fixed_batch: int | None) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod as OrtMethod
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+                 fixed_batch: int | None, memory: int = CALIBRATION_MEMORY_BYTES) -> None:
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization import quantize_static
     samples = calibration[: compression.calibration_samples]
+    method = CalibrationMethod(compression.calibration_method)
+    batch, chunk = calibration_plan(_bytes_per_sample(src, samples, input_name, fixed_batch), len(samples), method,
+                                    fixed_batch, memory)
+    calibration_cache(src).unlink(missing_ok=True)  # a cache hit would skip calibrating these samples
+    quantize_static(str(src), str(out), _Chunks(samples, input_name, batch, chunk, exact=fixed_batch is not None),
+                    calibrate_method=getattr(OrtMethod, _CALIBRATION[method]),
+                    calibration_cache_path=str(calibration_cache(src)), **_static_options(compression))
+    compact(out)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            size = fixed_batch or _CALIBRATION_BATCH
-            self._batches = (batch for batch, _ in batches(samples, size, exact=fixed_batch is not None))
 
-        def get_next(self):
-            batch = next(self._batches, None)
-            return None if batch is None else {input_name: batch}
+def calibration_cache(prepared: Path) -> Path:
+    """Where int8-static leaves the ranges it calibrated, for the mixed-precision builds that reuse them."""
+    return prepared.with_suffix(".calibration.json")
 
-    quantize_static(
-        str(src), str(out), Reader(),
+
+def int8_static_keeping_float(prepared: Path, out: Path, compression: Compression, float_nodes: list[str]) -> None:
+    """int8-static from the calibration `_int8_static` made of `prepared`, with `float_nodes` left in float; not
+    compacted, so node names stay those of the fp32 graph."""
+    from onnxruntime.quantization import quantize_static
+
+    quantize_static(str(prepared), str(out), None, calibration_cache_path=str(calibration_cache(prepared)),
+                    nodes_to_exclude=float_nodes, **_static_options(compression))
+
+
+def _static_options(compression: Compression) -> dict:
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    return dict(
         quant_format=QuantFormat.QDQ,
         per_channel=compression.per_channel,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        calibrate_method=getattr(OrtMethod, _CALIBRATION[CalibrationMethod(compression.calibration_method)]),
         # Biases stay fp32 (int32 biases plus their scale tensors cost more bytes than they save
         # and change no kernel on CPU); activation ranges stay asymmetric for uint8.
-        extra_options={"CalibTensorRangeSymmetric": False, "QuantizeBias": False},
+        # CalibStridedMinMax, despite its name, is onnxruntime's streaming for every method: it collects the
+        # reader's items (our chunks) one at a time, merging ranges (minmax: exactly) or histograms (entropy,
+        # percentile) as it goes. CalibMaxIntermediateOutputs would be the other way, but onnxruntime's minmax
+        # clears the outputs without taking their ranges (1.32, MinMaxCalibrater.collect_data: 16 batches with
+        # N=4 fail with "No data is collected", 15 keep the last 3 batches' ranges), and its histogram
+        # calibrators ignore it.
+        extra_options={"CalibTensorRangeSymmetric": False, "QuantizeBias": False, "CalibStridedMinMax": 1},
     )
-    _compact(out)
 
 
-def _compact(path: Path) -> None:
+def calibration_plan(per_sample: int, samples: int, method: CalibrationMethod, fixed_batch: int | None,
+                     memory: int = CALIBRATION_MEMORY_BYTES) -> tuple[int, int]:
+    """(batch, chunk): samples per calibration call and per collection, from the bytes of tensors calibration
+    holds per sample. The session running a batch holds every tensor of it (measured with minmax's graph too,
+    whose outputs are only ranges); entropy and percentile keep every tensor of a chunk's batches until its
+    histograms are made, minmax only two numbers per tensor and batch, so its chunk is everything. A fixed batch
+    dimension sets the batch; a chunk is whole batches, or all samples."""
+    share = memory // 2 // max(per_sample, 1)
+    batch = fixed_batch or max(1, min(_CALIBRATION_BATCH, share, samples))
+    if method == CalibrationMethod.minmax:
+        return batch, samples
+    return batch, min(samples, batch * max(1, share // batch))
+
+
+def _bytes_per_sample(model: Path, samples: np.ndarray, input_name: str, fixed_batch: int | None) -> int:
+    """Bytes of the tensors calibration looks at (every float tensor the graph names), for one sample: measured
+    by running one batch with all of them as outputs, as onnxruntime's calibrators run it (no graph
+    optimizations). Shape inference cannot say it for graphs whose dimensions it could not follow (reshapes of
+    computed shapes, as paddle2onnx writes them)."""
+    import onnx
+    import onnxruntime as ort
+
+    from modelfleet.pipeline.dataset import padded
+
+    graph_model = onnx.load(str(model))
+    graph = graph_model.graph
+    produced = {name for node in graph.node for name in node.output} - {v.name for v in graph.output}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    graph.output.extend(v for v in graph.value_info if v.name in produced and v.type.HasField("tensor_type")
+                        and v.type.tensor_type.elem_type in floats)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(graph_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del graph_model
+    size = fixed_batch or 1
+    outputs = session.run(None, {input_name: padded(samples[:size], size)})
+    return sum(o.nbytes for o in outputs if isinstance(o, np.ndarray)) // size + samples[:1].nbytes
+
+
+class _Chunks:
+    """A calibration data reader (onnxruntime's CalibrationDataReader by its protocol: get_next, and __len__ plus
+    set_range for strided calibration) whose items are chunks of `chunk` samples, each fed in batches of `batch`."""
+
+    def __init__(self, samples: np.ndarray, input_name: str, batch: int, chunk: int, exact: bool) -> None:
+        self._samples, self._input, self._batch, self._chunk, self._exact = samples, input_name, batch, chunk, exact
+        self.set_range(0, len(self))
+
+    def __len__(self) -> int:
+        return -(-len(self._samples) // self._chunk)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        part = self._samples[start_index * self._chunk: end_index * self._chunk]
+        self._batches = (batch for batch, _ in batches(part, self._batch, self._exact))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self._input: batch}
+
+
+def compact(path: Path) -> None:
     """Rename internal tensors and nodes to short ids; drop value_info, doc strings and unused opset imports.
 
     The quantizer derives names such as `/features/features.3/conv/Conv_output_0_QuantizeLinear_Output`

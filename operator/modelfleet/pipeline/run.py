@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from modelfleet.api.compressedmodel import CompressedModel, EdgeRuntime, EdgeTarget, Precision, SourceFormat
-from modelfleet.api.result import (ArtifactResult, BaselineResult, LatencyResult, ResultManifest, SourceResult,
-                                   TargetFailure)
+from modelfleet.api.result import (ArtifactResult, BaselineResult, LatencyResult, MixedPrecisionResult, ResultManifest,
+                                   SourceResult, TargetFailure)
 from modelfleet.domain.choice import choose_targets, compare_with_fp32, edge_name, edge_precisions, gate
 from modelfleet.errors import InvalidManifest, ModelfleetError, UnsupportedModel, first_line
-from modelfleet.pipeline import convert, dataset, fidelity, measure, quantize, source
+from modelfleet.gate import quality_violations
+from modelfleet.pipeline import convert, dataset, fidelity, measure, mixed, quantize, source
 from modelfleet.pipeline.signature import SMOKE_FILE, SMOKE_SAMPLES, onnx_signature, write_smoke
 from modelfleet.runtimes import NcnnRunner, OnnxRuntimeRunner, Runner, TfliteRunner
 from modelfleet.pipeline.tradeoff import TRADEOFF_FILE, plot_tradeoff
@@ -26,6 +27,7 @@ from modelfleet.progress import Progress
 from modelfleet.store import atomic_write_text, fetch, sha256_file
 
 RESULT_FILE = "result.json"
+MIXED, MIXED_FROM = "onnx-int8-mixed", "onnx-int8-static"
 BASELINE = "onnx-fp32"
 SOURCE_REFERENCE = "source"  # the baseline's name when the ONNX export failed and torch runs the source
 
@@ -42,6 +44,7 @@ class Built:
     open_runner: Callable[[int], Runner]
     target: str | None = None
     notes: list[str] = field(default_factory=list)
+    mixed: MixedPrecisionResult | None = None
 
 
 @dataclass
@@ -49,10 +52,12 @@ class Outcome:
     built: list[Built] = field(default_factory=list)
     failures: list[TargetFailure] = field(default_factory=list)
 
-    def attempt(self, target: str, stage: str, build: Callable[[], Built]) -> None:
-        """Run one variant's build; its failure is recorded and the other variants go on."""
+    def attempt(self, target: str, stage: str, build: Callable[[], Built | None]) -> None:
+        """Run one variant's build (None: nothing to build); its failure is recorded and the other variants go on."""
         try:
-            self.built.append(build())
+            built = build()
+            if built:
+                self.built.append(built)
         except ModelfleetError as e:
             self.failures.append(TargetFailure(target=target, stage=stage, reason=e.reason, message=str(e),
                                                operator=getattr(e, "operator", None)))
@@ -63,9 +68,10 @@ class Outcome:
 
 def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Progress) -> ResultManifest:
     spec = model.spec
-    if len(spec.source.inputs) != 1:
-        raise InvalidManifest("evaluation supports single-input models; the spec declares "
-                              f"{len(spec.source.inputs)} inputs")
+    if len(spec.source.inputs) != 1 or not spec.source.inputs[0].batched:
+        raise InvalidManifest("evaluation supports models with one input that has a batch axis; the spec declares "
+                              f"{len(spec.source.inputs)} inputs"
+                              + ("" if spec.source.inputs[0].batched else ", the first without a batch axis"))
     input_spec = spec.source.inputs[0]
     started = time.monotonic()
     staging = output / ".staging"
@@ -114,6 +120,10 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
                 outcome.attempt(f"onnx-{precision}", "quantize",
                                 lambda p=Precision(precision): _build_onnx_variant(p, spec, fp32_onnx, calibration,
                                                                                    input_spec, staging, fixed_batch))
+            if spec.compression.mixed_precision.enabled and any(b.name == MIXED_FROM for b in outcome.built):
+                outcome.attempt(MIXED, "quantize", lambda: _build_mixed(
+                    spec, fp32_onnx, staging, calibration, evaluation, reference, baseline_accuracy, input_spec.name,
+                    fixed_batch, settings.threads, progress))
         else:
             reference, baseline_accuracy = _torch_reference(loaded, input_spec, evaluation, spec)
             pnnx_input = loaded.path if loaded.format == SourceFormat.torchscript else None
@@ -242,6 +252,54 @@ def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, inp
                  lambda threads: OnnxRuntimeRunner(model, threads), notes=notes)
 
 
+def _build_mixed(spec, fp32: Path, staging: Path, calibration, evaluation, reference: np.ndarray,
+                 baseline_accuracy: float | None, input_name: str, fixed_batch: int | None, threads: int,
+                 progress: Progress) -> Built | None:
+    """int8-static with its most sensitive nodes kept in float, when int8-static misses the quality SLOs (else
+    None: there is nothing to mix)."""
+    prepared, _ = quantize._prepared(fp32, staging)
+    metric, slo, budget = spec.dataset.metric, spec.slo, spec.compression.mixed_precision
+
+    def build(order: str, float_nodes: list[str]) -> mixed.Trial:
+        path = staging / f"{MIXED}.{order}.{len(float_nodes)}.onnx"
+        quantize.int8_static_keeping_float(prepared, path, spec.compression, float_nodes)
+        outputs = measure.predict(OnnxRuntimeRunner(path, threads), evaluation.inputs)
+        quality = fidelity.fidelity(outputs, reference)
+        drop = None if baseline_accuracy is None else baseline_accuracy - measure.top1_accuracy(outputs, evaluation.labels)
+        misses = [v.message for v in quality_violations(MIXED, quality, drop, slo, metric)]
+        words = (f"cosine {quality.cosine:.4f}, SNR {quality.snr_db:.1f} dB" if drop is None
+                 else f"drop {drop:.2f} pt")
+        progress.step("quantize", f"{MIXED}: {len(float_nodes)} nodes in float ({order} order): {words}"
+                                  + (" (misses the SLOs)" if misses else " (meets the SLOs)"))
+        return mixed.Trial(order, float_nodes, path, misses, words, path.stat().st_size)
+
+    all_int8 = build("all-int8", [])
+    if not all_int8.misses:
+        return None
+    feeds = [{input_name: batch} for batch, _ in dataset.batches(
+        calibration.inputs[:mixed.SENSITIVITY_SAMPLES], fixed_batch or 1, exact=fixed_batch is not None)]
+    ranked = mixed.sensitivity(prepared, all_int8.model, feeds)
+    progress.step("quantize", f"{MIXED}: {len(ranked)} quantized nodes ranked; most sensitive: "
+                              + ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.2%})" for s in ranked[:3]))
+    in_graph_order = mixed.graph_order(all_int8.model)
+    chosen, trials = mixed.search({"sensitivity": [s.node for s in ranked], "graph": in_graph_order},
+                                  build, budget.max_trials, budget.max_seconds)
+    if chosen is None:
+        raise UnsupportedModel(mixed.why_not(ranked, [all_int8, *trials]), reason="MixedPrecisionMissed")
+    quantizable = len(in_graph_order)
+    directory = staging / MIXED
+    directory.mkdir()
+    model = directory / "model.onnx"
+    shutil.copyfile(chosen.model, model)
+    quantize.compact(model)
+    note = (f"int8-static with {len(chosen.float_nodes)} of {quantizable} quantized nodes kept in float "
+            f"({'the most sensitive' if chosen.order == 'sensitivity' else 'the first from the input'}; "
+            f"{len(trials) + 1} builds)")
+    return Built(MIXED, "onnxruntime", "int8-mixed", "candidate", [model],
+                 lambda threads: OnnxRuntimeRunner(model, threads), notes=[note],
+                 mixed=mixed.summary(quantizable, ranked, chosen, [all_int8, *trials]))
+
+
 def _build_edge(target: EdgeTarget, precision: str, loaded, pnnx_input: Path | None, input_spec, staging: Path,
                 progress: Progress, calibration: np.ndarray) -> Built:
     """`pnnx_input`: the fp32 ONNX model, or a TorchScript source when its ONNX export failed. int8 is quantized
@@ -349,6 +407,7 @@ def _artifact_result(item: Evaluated, evaluation, reference, baseline_accuracy, 
         agreement=measure.agreement(outputs, reference),
         fidelity=fidelity.fidelity(outputs, reference),
         notes=built.notes,
+        mixed_precision=built.mixed,
         latency=latency,
         signature=signature,
         smoke=smoke,
