@@ -145,7 +145,13 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
         for item in evaluated:
             if item.built.name not in latencies:
                 continue
-            result = _artifact_result(item, evaluation, reference, baseline_accuracy, latencies[item.built.name])
+            try:  # outputs that cannot be compared with the reference fail this artifact, not the run
+                result = _artifact_result(item, evaluation, reference, baseline_accuracy, latencies[item.built.name])
+            except Exception as e:
+                outcome.failures.append(TargetFailure(target=item.built.name, stage="evaluate",
+                                                      reason="EvaluationFailed",
+                                                      message=f"{type(e).__name__}: {first_line(e)}"))
+                continue
             results.append(result)
             progress.step("evaluate", f"{item.built.name}: {_quality(result)}, median {result.latency.p50_ms:.3f} ms, "
                                       f"p95 {result.latency.p95_ms:.3f} ms"
@@ -348,7 +354,7 @@ def _evaluate_baseline(baseline: Built, evaluation, settings, uri: str, fp32_req
     accuracy = None
     if len(evaluation.labels):  # metric top1 (fidelity reads no labels)
         dataset.check_labels_fit(evaluation, uri, item.outputs.shape[1])
-        accuracy = measure.top1_accuracy(item.outputs, evaluation.labels)
+        accuracy = round(measure.top1_accuracy(item.outputs, evaluation.labels), 4)
     if fp32_requested:  # the user ships fp32 too, so it is held to the SLOs like any candidate
         item.role = "candidate"
     return item, item.outputs, accuracy
