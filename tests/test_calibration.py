@@ -68,6 +68,7 @@ def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
+@pytest.mark.slow  # real calibrations of a real model: the second tier
 def test_streamed_minmax_gives_the_scales_of_one_pass_over_everything(paddle_cls, tmp_path, monkeypatch):
     streamed, chunks = calibrate(paddle_cls, tmp_path / "streamed.onnx", "minmax", (1, 2), monkeypatch)
     at_once, one = calibrate(paddle_cls, tmp_path / "at-once.onnx", "minmax", (SAMPLES, SAMPLES), monkeypatch)
@@ -80,6 +81,7 @@ def test_streamed_minmax_gives_the_scales_of_one_pass_over_everything(paddle_cls
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, err_msg=name)  # float rounding at most
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_methods_calibrate_chunk_by_chunk(paddle_cls, tmp_path, monkeypatch, method):
     quantized, chunks = calibrate(paddle_cls, tmp_path / f"{method}.onnx", method, (2, 4), monkeypatch)
@@ -93,6 +95,7 @@ def test_histogram_methods_calibrate_chunk_by_chunk(paddle_cls, tmp_path, monkey
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.75
 
 
+@pytest.mark.slow
 def test_a_sample_costs_every_tensor_the_graph_computes(paddle_cls):
     """The classifier reads 3x48x192 floats (108 KiB) and computes about 10 MiB of tensors per sample: batches of
     24 in the default budget, minmax in one pass over 128 samples, entropy and percentile 24 samples at a time."""
