@@ -112,6 +112,7 @@ def child(mode: str, method: str, prepared: Path, data: Path, samples: int, out:
     """Runs in the child process: one calibration, then its plan and time as one JSON line."""
     from modelfleet.api.compressedmodel import Compression
     from modelfleet.pipeline import quantize
+    from modelfleet.pipeline.dataset import Inputs
 
     inputs = np.load(data)[:samples]
     plan = {}
@@ -126,7 +127,7 @@ def child(mode: str, method: str, prepared: Path, data: Path, samples: int, out:
     start = time.perf_counter()
     if mode == "bounded":
         compression = Compression.model_validate({"calibrationMethod": method, "calibrationSamples": samples})
-        quantize._int8_static(prepared, out, compression, inputs, "x", None)
+        quantize._int8_static(prepared, out, compression, Inputs.single("x", inputs), None)
     else:
         unbounded(prepared, out, method, inputs)
     seconds = time.perf_counter() - start
@@ -199,6 +200,7 @@ def main() -> None:
         child(mode, method, Path(prepared), Path(data), int(samples), Path(out))
         return
 
+    from modelfleet.pipeline.dataset import Inputs
     from modelfleet.pipeline.quantize import _bytes_per_sample
 
     model = Path(paddle_cls.model_path()).with_name(MODEL)
@@ -209,7 +211,7 @@ def main() -> None:
         data = workdir / "calibration.npy"
         np.save(data, text_lines(args.samples))
         prepared, notes = baseline(model, workdir)
-        per_sample = _bytes_per_sample(prepared, np.load(data)[:1], "x", None)
+        per_sample = _bytes_per_sample(prepared, Inputs.single("x", np.load(data)[:1]), None)
         print(f"{MODEL}: {model.stat().st_size / 1e6:.1f} MB, input 1x3x{HEIGHT}x{WIDTH} float; {args.samples} "
               f"calibration samples (rendered text lines); {per_sample / 2**20:.0f} MiB of tensors per sample")
         for note in notes:

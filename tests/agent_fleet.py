@@ -98,7 +98,7 @@ def run_runtime(runtime: str, directory: Path, inputs: np.ndarray) -> np.ndarray
         runner = NcnnRunner(directory / "model.param", directory / "model.bin", 1, fp16=False)
     else:
         runner = TfliteRunner(directory / "model.tflite", 1)
-    return np.concatenate([np.asarray(runner.run(inputs[i:i + 1])).reshape(1, -1) for i in range(len(inputs))])
+    return np.concatenate([np.asarray(runner.run({"input": inputs[i:i + 1]})[0]).reshape(1, -1) for i in range(len(inputs))])
 
 
 # --- bundles and desired states -----------------------------------------------------------------

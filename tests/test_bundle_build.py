@@ -101,7 +101,7 @@ def reproduce(manifest: BundleManifest, directory: Path) -> np.ndarray:
         runner = TfliteRunner(paths[0], threads=1)
     golden = np.load(directory / manifest.smoke.file)
     inputs, expected = golden["inputs"], golden["outputs"]
-    outputs = np.concatenate([runner.run(inputs[i:i + 1]) for i in range(len(inputs))])
+    outputs = np.concatenate([runner.run({"input": inputs[i:i + 1]})[0] for i in range(len(inputs))])
     a, b = outputs.reshape(len(inputs), -1), expected.reshape(len(inputs), -1)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 

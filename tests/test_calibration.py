@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO
 from modelfleet.api.compressedmodel import CalibrationMethod, Compression
 from modelfleet.pipeline import quantize
+from modelfleet.pipeline.dataset import Inputs
 from modelfleet.pipeline.quantize import CALIBRATION_MEMORY_BYTES, calibration_plan
 
 sys.path.insert(0, str(REPO / "examples" / "paddle-ocr-cls"))
@@ -60,7 +61,7 @@ def calibrate(paddle_cls, out: Path, method: str, plan: tuple[int, int], monkeyp
         patch.setattr(quantize, "calibration_plan", lambda *args, **kwargs: plan)
         patch.setattr(quantize._Chunks, "set_range", counted)
         compression = Compression.model_validate({"calibrationMethod": method, "calibrationSamples": SAMPLES})
-        quantize._int8_static(prepared, out, compression, inputs, "x", None)
+        quantize._int8_static(prepared, out, compression, Inputs.single("x", inputs), None)
     return onnx.load(str(out)), len(chunks) - 1  # the first call is the reader's own, before onnxruntime's
 
 
@@ -100,7 +101,7 @@ def test_a_sample_costs_every_tensor_the_graph_computes(paddle_cls):
     """The classifier reads 3x48x192 floats (108 KiB) and computes about 10 MiB of tensors per sample: batches of
     24 in the default budget, minmax in one pass over 128 samples, entropy and percentile 24 samples at a time."""
     prepared, inputs = paddle_cls
-    per_sample = quantize._bytes_per_sample(prepared, inputs, "x", None)
+    per_sample = quantize._bytes_per_sample(prepared, Inputs.single("x", inputs), None)
     assert 8 * MIB < per_sample < 13 * MIB
     batch = CALIBRATION_MEMORY_BYTES // 2 // per_sample
     assert calibration_plan(per_sample, 128, CalibrationMethod.minmax, None) == (batch, 128)

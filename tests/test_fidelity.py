@@ -49,7 +49,7 @@ def test_samples_are_compared_whole_whatever_their_shape():
 def test_summary_reports_means_and_the_worst_sample_of_each_measure():
     reference = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     output = np.array([[1.0, 0.0], [1.0, 0.5], [3.0, 0.0]])  # sample 1 turns, sample 2 is loud
-    result = fidelity(output, reference)
+    result = fidelity([output], [reference])
     cos, snr = per_sample(output, reference)
     assert result.cosine == pytest.approx(cos.mean(), abs=1e-6)
     assert result.snr_db == pytest.approx(snr.mean(), abs=1e-3)
@@ -61,3 +61,18 @@ def test_summary_reports_means_and_the_worst_sample_of_each_measure():
 def test_outputs_of_another_shape_are_refused():
     with pytest.raises(ValueError, match=r"outputs of shape \[2, 3\] cannot be compared with the baseline's \[2, 4\]"):
         per_sample(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_with_several_outputs_the_worst_one_counts_and_each_is_reported():
+    """A detector's two heads, a recurrent model's output and state: every output is compared; the figures
+    describe the worst (lowest mean cosine), and each output's means are listed."""
+    reference = [np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 2.0], [3.0, 4.0]])]
+    outputs = [reference[0].copy(), np.array([[1.0, 2.5], [3.0, 3.0]])]  # the second output drifts
+    result = fidelity(outputs, reference, ["scores", "state"])
+    assert result.output == "state"
+    assert result.cosine == pytest.approx(per_sample(outputs[1], reference[1])[0].mean(), abs=1e-6)
+    assert [(o.name, o.cosine == 1.0) for o in result.outputs] == [("scores", True), ("state", False)]
+    single = fidelity(outputs[:1], reference[:1])
+    assert single.output is None and single.outputs is None
+    with pytest.raises(ValueError, match="2 outputs cannot be compared with the baseline's 1"):
+        fidelity(outputs, reference[:1])

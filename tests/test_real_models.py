@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -150,3 +151,39 @@ def test_silero_vad_on_synthesized_speech(tmp_path):
     theirs = [wrapper(torch.from_numpy(audio[0, k * 512:(k + 1) * 512].copy()), 16000).item() for k in range(250)]
     ours = metric.probabilities(out / "vad.onnx", audio[:1])[0]
     assert np.abs(ours - np.array(theirs)).max() < 1e-4
+
+
+def test_the_silero_pipeline_feeds_every_input_and_compares_every_output(tmp_path):
+    """Three inputs (audio with a batch axis, a 0-d int64 sample rate, a state whose batch axis is second) and two
+    outputs: the pipeline calls the model one sample at a time, compares both outputs (the worst counts), writes
+    every input into the smoke data and Triton's config, and an edge target says why it cannot take the model."""
+    needs("silero_vad")
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: `bash hack/espeak.sh` or `apt-get install espeak-ng`")
+    from modelfleet.api import CompressedModel
+    from modelfleet.pipeline.run import compress
+    from modelfleet.pipeline.signature import read_smoke
+    from modelfleet.progress import Progress
+
+    data = example("silero-vad", "prepare").prepare(tmp_path / "data", evaluation=EVALUATION,
+                                                    calibration=CALIBRATION, clips=4)
+    manifest = yaml.safe_load((REPO / "examples/silero-vad/compressedmodel.yaml").read_text())
+    spec = manifest["spec"]
+    spec["source"]["uri"] = f"file://{data / 'vad.onnx'}"
+    spec["dataset"] = {"calibration": {"uri": f"file://{data / 'calibration.npz'}"},
+                       "evaluation": {"uri": f"file://{data / 'evaluation.npz'}"}, "metric": "fidelity"}
+    spec["benchmark"] = {"threads": 1, "warmupRuns": 2, "runs": 10}
+    spec["targets"]["edge"] = [{"name": "boards", "runtime": "ncnn", "precision": "fp32"}]
+    result = compress(CompressedModel.model_validate(manifest), tmp_path / "out", tmp_path, Progress(enabled=False))
+
+    artifacts = {a.name: a for a in result.artifacts}
+    fp16 = artifacts["onnx-fp16"].fidelity
+    assert [o.name for o in fp16.outputs] == ["output", "stateN"] and fp16.output in ("output", "stateN")
+    assert fp16.cosine == min(o.cosine for o in fp16.outputs)  # the worst output is the one reported
+    baseline = artifacts["onnx-fp32"]
+    assert [t.name for t in baseline.signature.inputs] == ["input", "sr", "state"]
+    inputs, outputs = read_smoke(tmp_path / "out" / baseline.smoke, baseline.signature)
+    assert inputs.batched == {"input": True, "sr": False, "state": False} and len(outputs) == 2
+    assert inputs.feed(0, 1)["sr"].shape == () and inputs.feed(0, 1)["state"].shape == (2, 1, 128)
+    (edge,) = [f for f in result.failures if f.target == "ncnn-fp32-boards"]
+    assert edge.reason == "MultipleInputs" and "sr (no batch axis)" in edge.message

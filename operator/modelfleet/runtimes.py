@@ -14,13 +14,16 @@ class Runner(Protocol):
     batch_size: int  # the largest batch one call accepts
     fixed_batch: bool  # whether every call must pass exactly batch_size samples
 
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output for one call's inputs, by input name."""
+        ...
 
 
 class OnnxRuntimeRunner:
-    """A dynamic batch dimension is fed 64 samples a call; a fixed one exactly its size."""
+    """A dynamic batch dimension is fed 64 samples a call; a fixed one exactly its size. `stackable` False (an
+    input without a batch axis): one sample a call."""
 
-    def __init__(self, model: Path, threads: int):
+    def __init__(self, model: Path, threads: int, stackable: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -29,13 +32,12 @@ class OnnxRuntimeRunner:
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         model_input = self._session.get_inputs()[0]
-        self._input = model_input.name
         batch = model_input.shape[0] if model_input.shape else None  # a name or None when dynamic
-        self.fixed_batch = isinstance(batch, int) and batch > 0
-        self.batch_size = batch if self.fixed_batch else 64
+        self.fixed_batch = stackable and isinstance(batch, int) and batch > 0
+        self.batch_size = (batch if self.fixed_batch else 64) if stackable else 1
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: batch})[0]
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(None, feed)
 
 
 class NcnnRunner:
@@ -58,7 +60,8 @@ class NcnnRunner:
             raise RuntimeError(f"ncnn could not load {param.name}/{weights.name}")
         self._net = net
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (batch,) = feed.values()  # edge artifacts take one input (the pipeline refuses others before converting)
         outputs = []
         for sample in batch:
             extractor = self._net.create_extractor()
@@ -67,7 +70,7 @@ class NcnnRunner:
             if status != 0:
                 raise RuntimeError(f"ncnn extract failed with status {status}")
             outputs.append(np.array(out).reshape(-1))
-        return np.stack(outputs)
+        return [np.stack(outputs)]
 
 
 class TfliteRunner:
@@ -85,10 +88,11 @@ class TfliteRunner:
         self._output = self._interpreter.get_output_details()[0]
         self.batch_size = int(self._input["shape"][0])
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (batch,) = feed.values()  # edge artifacts take one input (the pipeline refuses others before converting)
         self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
         self._interpreter.invoke()
-        return _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
+        return [_dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)]
 
 
 def _quantize(values: np.ndarray, tensor: dict) -> np.ndarray:

@@ -101,7 +101,7 @@ def _predict(runner, inputs):
         real = len(batch)
         if runner.fixed_batch and real < step:
             batch = np.concatenate([batch, np.zeros((step - real, *batch.shape[1:]), batch.dtype)])
-        outputs.append(np.asarray(runner.run(batch))[:real].reshape(real, -1))
+        outputs.append(np.asarray(runner.run({"input": batch})[0])[:real].reshape(real, -1))
     return np.concatenate(outputs).astype(np.float64)
 
 
@@ -133,11 +133,11 @@ def _child(task: dict) -> dict:
     if runner.fixed_batch:
         sample = np.concatenate([sample] * runner.batch_size)
     for _ in range(WARMUP_RUNS):
-        runner.run(sample)
+        runner.run({"input": sample})
     timings = []
     for _ in range(TIMED_RUNS):
         start = time.perf_counter()
-        runner.run(sample)
+        runner.run({"input": sample})
         timings.append((time.perf_counter() - start) * 1000)
     return SmokeResult(agreement=agreement, max_abs_diff=max_abs, passed=not problems,
                        p50_ms=float(np.percentile(timings, 50)), p95_ms=float(np.percentile(timings, 95)),

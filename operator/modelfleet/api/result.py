@@ -42,6 +42,14 @@ class AgreementResult(WireModel):
     max_abs_diff: float = Field(description="Largest absolute difference of any output value.")
 
 
+class OutputFidelity(WireModel):
+    """One output's closeness to the baseline's, for models with several outputs."""
+
+    name: str = Field(description="Output name.")
+    cosine: float = Field(description="Mean cosine similarity with the baseline's output.")
+    snr_db: float = Field(description="Mean signal-to-noise ratio against the baseline's output, in dB.")
+
+
 class FidelityResult(WireModel):
     """How closely an artifact's outputs follow the fp32 baseline's on the evaluation inputs (no labels needed).
 
@@ -56,6 +64,9 @@ class FidelityResult(WireModel):
     min_cosine_sample: int = Field(description="Index, in the evaluation set, of the sample with the lowest cosine.")
     min_snr_db: float = Field(description="Signal-to-noise ratio of the worst sample, in dB.")
     min_snr_sample: int = Field(description="Index, in the evaluation set, of the sample with the lowest SNR.")
+    output: str | None = Field(default=None, description="With several outputs: the worst one (lowest mean cosine, "
+                                                          "then SNR), which the figures above describe.")
+    outputs: list[OutputFidelity] | None = Field(default=None, description="With several outputs: each one's means.")
 
 
 class TensorSignature(WireModel):

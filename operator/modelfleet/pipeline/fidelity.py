@@ -6,7 +6,7 @@ signal-to-noise ratio in dB (baseline energy over the energy of the difference).
 
 import numpy as np
 
-from modelfleet.api.result import FidelityResult
+from modelfleet.api.result import FidelityResult, OutputFidelity
 
 # Identical outputs have an infinite SNR and JSON has no infinity: they count as MAX_SNR_DB, well above
 # what float32 rounding leaves (about 140 dB). A sample with NaN or infinite values counts as the worst.
@@ -40,9 +40,15 @@ def per_sample(outputs: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, 
     return np.where(finite, cosine, _WORST_COSINE), np.where(finite, snr, -MAX_SNR_DB)
 
 
-def fidelity(outputs: np.ndarray, reference: np.ndarray) -> FidelityResult:
-    """Means over the samples, and the worst sample of each measure (its index in the evaluation set)."""
-    cosine, snr = per_sample(outputs, reference)
+def fidelity(outputs: list[np.ndarray], reference: list[np.ndarray], names: list[str] | None = None) -> FidelityResult:
+    """Means over the samples, and the worst sample of each measure (its index in the evaluation set), of the
+    worst output (lowest mean cosine, then SNR); with several outputs, each one's means too."""
+    if len(outputs) != len(reference):
+        raise ValueError(f"{len(outputs)} outputs cannot be compared with the baseline's {len(reference)}")
+    names = names or [f"output {k}" for k in range(len(outputs))]
+    measured = [per_sample(o, r) for o, r in zip(outputs, reference)]
+    worst = min(range(len(measured)), key=lambda k: (np.mean(measured[k][0]), np.mean(measured[k][1])))
+    cosine, snr = measured[worst]
     worst_cosine, worst_snr = int(np.argmin(cosine)), int(np.argmin(snr))
     return FidelityResult(
         cosine=round(float(np.mean(cosine)), 6),
@@ -51,4 +57,7 @@ def fidelity(outputs: np.ndarray, reference: np.ndarray) -> FidelityResult:
         min_cosine_sample=worst_cosine,
         min_snr_db=round(float(snr[worst_snr]), 3),
         min_snr_sample=worst_snr,
+        output=names[worst] if len(outputs) > 1 else None,
+        outputs=[OutputFidelity(name=name, cosine=round(float(np.mean(c)), 6), snr_db=round(float(np.mean(s)), 3))
+                 for name, (c, s) in zip(names, measured)] if len(outputs) > 1 else None,
     )

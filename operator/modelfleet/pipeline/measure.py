@@ -7,25 +7,31 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelfleet.api.result import AgreementResult, LatencyResult
-from modelfleet.pipeline.dataset import batches, padded
+from modelfleet.pipeline.dataset import Inputs
 from modelfleet.runtimes import Runner
 
 
-def predict(runner: Runner, inputs: np.ndarray) -> np.ndarray:
-    """Outputs for every sample, fed in the largest batches the runner takes (exactly its size when
-    the model's batch is fixed: the padding's outputs are dropped)."""
-    chunks = [runner.run(batch)[:real] for batch, real in batches(inputs, runner.batch_size, runner.fixed_batch)]
-    return np.concatenate(chunks).reshape(len(inputs), -1).astype(np.float32)
+def predict(runner: Runner, inputs: Inputs) -> list[np.ndarray]:
+    """Every output, for every sample, one array per output with the samples along its first axis (each sample's
+    output flattened), fed in the largest batches the runner takes (exactly its size when the model's batch is
+    fixed: the padding's outputs are dropped; one sample a call when an input has no batch axis)."""
+    per_call = [(runner.run(feed), real)
+                for feed, real in inputs.feeds(runner.batch_size, runner.fixed_batch)]
+    stacked = inputs.stackable
+    return [np.concatenate([outputs[k][:real] if stacked else np.asarray(outputs[k])[None] for outputs, real in per_call])
+            .reshape(len(inputs), -1).astype(np.float32) for k in range(len(per_call[0][0]))]
 
 
-def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(outputs.argmax(axis=1) == labels) * 100.0)
+def top1_accuracy(outputs: list[np.ndarray], labels: np.ndarray) -> float:
+    """Of the first output: the class scores."""
+    return float(np.mean(outputs[0].argmax(axis=1) == labels) * 100.0)
 
 
-def agreement(outputs: np.ndarray, reference: np.ndarray) -> AgreementResult:
+def agreement(outputs: list[np.ndarray], reference: list[np.ndarray]) -> AgreementResult:
+    """Top-1 agreement of the first output, and the largest difference in any output."""
     return AgreementResult(
-        top1=float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)) * 100.0),
-        max_abs_diff=float(np.max(np.abs(outputs - reference))),
+        top1=float(np.mean(outputs[0].argmax(axis=1) == reference[0].argmax(axis=1)) * 100.0),
+        max_abs_diff=max(float(np.max(np.abs(o - r))) for o, r in zip(outputs, reference, strict=True)),
     )
 
 
@@ -36,20 +42,20 @@ class BenchmarkSettings:
     runs: int
 
 
-def interleaved_latency(runners: Sequence[Runner], sample: np.ndarray,
+def interleaved_latency(runners: Sequence[Runner], inputs: Inputs,
                         settings: BenchmarkSettings) -> list[LatencyResult | Exception]:
     """Latency of several runners of one runtime, timed interleaved: `settings.runs` rounds, each timing every
     runner once, the one that goes first rotating, so load that comes and goes on a shared node hits all
     alike. Calls take one sample, or the whole batch a model whose batch dimension is fixed takes (copies of
     the sample; each runner owns its thread count). A runner that raises gets its exception and leaves the
     rounds; the others go on."""
-    batches = [padded(sample[None, ...], r.batch_size if r.fixed_batch else 1) for r in runners]
+    feeds = [inputs.feed(0, 1, r.batch_size if r.fixed_batch else None) for r in runners]
     failed: dict[int, Exception] = {}
 
     def call(i: int) -> float:
         start = time.perf_counter()
         try:
-            runners[i].run(batches[i])
+            runners[i].run(feeds[i])
         except Exception as e:  # a runtime's own error: this runner is out, the others are still timed
             failed[i] = e
         return time.perf_counter() - start
@@ -64,7 +70,8 @@ def interleaved_latency(runners: Sequence[Runner], sample: np.ndarray,
             i = (r + k) % len(runners)
             if i not in failed:
                 timings[r, i] = call(i)
-    return [failed.get(i) or _latency(timings[:, i], settings, len(batches[i])) for i in range(len(runners))]
+    return [failed.get(i) or _latency(timings[:, i], settings, runners[i].batch_size if runners[i].fixed_batch else 1)
+            for i in range(len(runners))]
 
 
 def _latency(seconds: np.ndarray, settings: BenchmarkSettings, batch_size: int) -> LatencyResult:

@@ -7,7 +7,7 @@ import numpy as np
 
 from modelfleet.api.compressedmodel import CalibrationMethod, Compression, Precision
 from modelfleet.errors import UnsupportedModel, first_line
-from modelfleet.pipeline.dataset import batches
+from modelfleet.pipeline.dataset import Inputs
 
 _CALIBRATION_BATCH = 32  # most samples per calibration call when the model's batch dimension is dynamic
 # What int8-static calibration may hold beyond the model and onnxruntime itself: half for one batch in the
@@ -29,7 +29,7 @@ def optimize(src: Path, out: Path) -> None:
 
 
 def make_variant(precision: Precision, fp32: Path, out: Path, compression: Compression,
-                 calibration: np.ndarray, input_name: str, workdir: Path, fixed_batch: int | None) -> list[str]:
+                 calibration: Inputs, workdir: Path, fixed_batch: int | None) -> list[str]:
     """Write the ONNX variant for one precision from the optimized fp32 model (`fixed_batch`: the size of
     its batch dimension when that is fixed, so calibration feeds batches of exactly that size). Returns
     notes on what had to be worked around."""
@@ -40,7 +40,7 @@ def make_variant(precision: Precision, fp32: Path, out: Path, compression: Compr
     if precision == Precision.int8_dynamic:
         _int8_dynamic(prepared, out, compression.per_channel)
     elif precision == Precision.int8_static:
-        _int8_static(prepared, out, compression, calibration, input_name, fixed_batch)
+        _int8_static(prepared, out, compression, calibration, fixed_batch)
     else:
         raise ValueError(f"no ONNX variant for {precision}")
     return notes
@@ -95,16 +95,16 @@ _CALIBRATION = {
 }
 
 
-def _int8_static(src: Path, out: Path, compression: Compression, calibration: np.ndarray, input_name: str,
+def _int8_static(src: Path, out: Path, compression: Compression, calibration: Inputs,
                  fixed_batch: int | None, memory: int = CALIBRATION_MEMORY_BYTES) -> None:
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import quantize_static
-    samples = calibration[: compression.calibration_samples]
+    samples = calibration.take(compression.calibration_samples)
     method = CalibrationMethod(compression.calibration_method)
-    batch, chunk = calibration_plan(_bytes_per_sample(src, samples, input_name, fixed_batch), len(samples), method,
+    batch, chunk = calibration_plan(_bytes_per_sample(src, samples, fixed_batch), len(samples), method,
                                     fixed_batch, memory)
     calibration_cache(src).unlink(missing_ok=True)  # a cache hit would skip calibrating these samples
-    quantize_static(str(src), str(out), _Chunks(samples, input_name, batch, chunk, exact=fixed_batch is not None),
+    quantize_static(str(src), str(out), _Chunks(samples, batch, chunk, exact=fixed_batch is not None),
                     calibrate_method=getattr(OrtMethod, _CALIBRATION[method]),
                     calibration_cache_path=str(calibration_cache(src)), **_static_options(compression))
     compact(out)
@@ -158,7 +158,7 @@ def calibration_plan(per_sample: int, samples: int, method: CalibrationMethod, f
     return batch, min(samples, batch * max(1, share // batch))
 
 
-def _bytes_per_sample(model: Path, samples: np.ndarray, input_name: str, fixed_batch: int | None) -> int:
+def _bytes_per_sample(model: Path, samples: Inputs, fixed_batch: int | None) -> int:
     """Bytes of the tensors calibration looks at (every float tensor the graph names), for one sample: measured
     by running one batch with all of them as outputs, as onnxruntime's calibrators run it (no graph
     optimizations). Shape inference cannot say it for graphs whose dimensions it could not follow (reshapes of
@@ -166,7 +166,6 @@ def _bytes_per_sample(model: Path, samples: np.ndarray, input_name: str, fixed_b
     import onnx
     import onnxruntime as ort
 
-    from modelfleet.pipeline.dataset import padded
 
     graph_model = onnx.load(str(model))
     graph = graph_model.graph
@@ -179,28 +178,28 @@ def _bytes_per_sample(model: Path, samples: np.ndarray, input_name: str, fixed_b
     session = ort.InferenceSession(graph_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     del graph_model
     size = fixed_batch or 1
-    outputs = session.run(None, {input_name: padded(samples[:size], size)})
-    return sum(o.nbytes for o in outputs if isinstance(o, np.ndarray)) // size + samples[:1].nbytes
+    outputs = session.run(None, samples.feed(0, 1, size if fixed_batch else None))
+    return (sum(o.nbytes for o in outputs if isinstance(o, np.ndarray)) // size
+            + sum(a[:1].nbytes for a in samples.arrays.values()))
 
 
 class _Chunks:
     """A calibration data reader (onnxruntime's CalibrationDataReader by its protocol: get_next, and __len__ plus
     set_range for strided calibration) whose items are chunks of `chunk` samples, each fed in batches of `batch`."""
 
-    def __init__(self, samples: np.ndarray, input_name: str, batch: int, chunk: int, exact: bool) -> None:
-        self._samples, self._input, self._batch, self._chunk, self._exact = samples, input_name, batch, chunk, exact
+    def __init__(self, samples: Inputs, batch: int, chunk: int, exact: bool) -> None:
+        self._samples, self._batch, self._chunk, self._exact = samples, batch, chunk, exact
         self.set_range(0, len(self))
 
     def __len__(self) -> int:
         return -(-len(self._samples) // self._chunk)
 
     def set_range(self, start_index: int, end_index: int) -> None:
-        part = self._samples[start_index * self._chunk: end_index * self._chunk]
-        self._batches = (batch for batch, _ in batches(part, self._batch, self._exact))
+        part = self._samples.window(start_index * self._chunk, end_index * self._chunk)
+        self._feeds = (feed for feed, _ in part.feeds(self._batch, self._exact))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {self._input: batch}
+        return next(self._feeds, None)
 
 
 def compact(path: Path) -> None:

@@ -68,11 +68,7 @@ class Outcome:
 
 def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Progress) -> ResultManifest:
     spec = model.spec
-    if len(spec.source.inputs) != 1 or not spec.source.inputs[0].batched:
-        raise InvalidManifest("evaluation supports models with one input that has a batch axis; the spec declares "
-                              f"{len(spec.source.inputs)} inputs"
-                              + ("" if spec.source.inputs[0].batched else ", the first without a batch axis"))
-    input_spec = spec.source.inputs[0]
+    specs = spec.source.inputs
     started = time.monotonic()
     staging = output / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -84,9 +80,9 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
         progress.step("fetch", f"{spec.source.format} source ok, sha256 {loaded.sha256[:12]}…")
         metric = spec.dataset.metric
         calibration = dataset.load_npz(fetch(spec.dataset.calibration.uri, staging / "download", base_dir),
-                                       spec.dataset.calibration.uri, input_spec, need_labels=False)
+                                       spec.dataset.calibration.uri, specs, need_labels=False)
         evaluation = dataset.load_npz(fetch(spec.dataset.evaluation.uri, staging / "download", base_dir),
-                                      spec.dataset.evaluation.uri, input_spec, need_labels=metric == "top1")
+                                      spec.dataset.evaluation.uri, specs, need_labels=metric == "top1")
         progress.step("data", f"{len(calibration)} calibration, {len(evaluation)} evaluation samples")
 
         settings = measure.BenchmarkSettings(spec.benchmark.threads, spec.benchmark.warmup_runs, spec.benchmark.runs)
@@ -110,8 +106,8 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
                 baseline, evaluation, settings, spec.dataset.evaluation.uri,
                 fp32_requested=Precision.fp32 in spec.compression.precisions)
             evaluated.append(base)
-            batch = onnx_signature(baseline.files[0]).inputs[0].shape[0]
-            fixed_batch = batch if batch > 0 else None
+            batch = onnx_signature(baseline.files[0]).inputs[0].shape
+            fixed_batch = batch[0] if evaluation.inputs.stackable and batch and batch[0] > 0 else None
             pnnx_input = fp32_onnx = baseline.files[0]
             for precision in dict.fromkeys(spec.compression.precisions):
                 if precision == Precision.fp32:
@@ -119,21 +115,21 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
                 progress.step("quantize", f"onnx {precision}")
                 outcome.attempt(f"onnx-{precision}", "quantize",
                                 lambda p=Precision(precision): _build_onnx_variant(p, spec, fp32_onnx, calibration,
-                                                                                   input_spec, staging, fixed_batch))
+                                                                                   staging, fixed_batch))
             if spec.compression.mixed_precision.enabled and any(b.name == MIXED_FROM for b in outcome.built):
                 outcome.attempt(MIXED, "quantize", lambda: _build_mixed(
-                    spec, fp32_onnx, staging, calibration, evaluation, reference, baseline_accuracy, input_spec.name,
-                    fixed_batch, settings.threads, progress))
+                    spec, fp32_onnx, staging, calibration, evaluation, reference, baseline_accuracy, fixed_batch,
+                    settings.threads, progress))
         else:
-            reference, baseline_accuracy = _torch_reference(loaded, input_spec, evaluation, spec)
+            reference, baseline_accuracy = _torch_reference(loaded, specs, evaluation, spec)
             pnnx_input = loaded.path if loaded.format == SourceFormat.torchscript else None
-        edge_calibration = calibration.inputs[: spec.compression.calibration_samples]  # int8 edge artifacts
+        edge_calibration = calibration.inputs.take(spec.compression.calibration_samples)  # int8 edge artifacts
         for target in spec.targets.edge:
             for precision in edge_precisions(target.runtime, target.precision):  # auto: every one, to choose from
                 progress.step("convert", f"{target.runtime} {precision} for edge target {target.name}")
                 outcome.attempt(edge_name(target.runtime, precision, target.name), "convert",
-                                lambda t=target, p=precision: _build_edge(t, p, loaded, pnnx_input, input_spec, staging,
-                                                                          progress, edge_calibration))
+                                lambda t=target, p=precision: _build_edge(t, p, loaded, pnnx_input, specs, staging,
+                                                                          progress, edge_calibration, len(reference)))
 
         for built in outcome.built:
             try:
@@ -141,12 +137,14 @@ def compress(model: CompressedModel, output: Path, base_dir: Path, progress: Pro
             except Exception as e:
                 outcome.failures.append(TargetFailure(target=built.name, stage="evaluate", reason="EvaluationFailed",
                                                       message=f"{type(e).__name__}: {first_line(e)}"))
-        latencies = _time_interleaved(evaluated, evaluation.inputs[0], settings, progress, outcome.failures)
+        latencies = _time_interleaved(evaluated, evaluation.inputs, settings, progress, outcome.failures)
+        output_names = [t.name for t in onnx_signature(baseline.files[0]).outputs] if baseline else None
         for item in evaluated:
             if item.built.name not in latencies:
                 continue
             try:  # outputs that cannot be compared with the reference fail this artifact, not the run
-                result = _artifact_result(item, evaluation, reference, baseline_accuracy, latencies[item.built.name])
+                result = _artifact_result(item, evaluation, reference, baseline_accuracy, latencies[item.built.name],
+                                      output_names)
             except Exception as e:
                 outcome.failures.append(TargetFailure(target=item.built.name, stage="evaluate",
                                                       reason="EvaluationFailed",
@@ -213,8 +211,14 @@ def _build_baseline(spec, loaded, staging: Path, progress: Progress, notes: list
     progress.step("optimize", "onnxslim")
     model = directory / "model.onnx"
     quantize.optimize(exported, model)
-    return (Built(BASELINE, "onnxruntime", "fp32", "baseline", [model], lambda threads: OnnxRuntimeRunner(model, threads)),
-            source_opset)
+    stackable = _stackable(spec)
+    return (Built(BASELINE, "onnxruntime", "fp32", "baseline", [model],
+                  lambda threads: OnnxRuntimeRunner(model, threads, stackable)), source_opset)
+
+
+def _stackable(spec) -> bool:
+    """Whether one call may take several samples: every input has a batch axis."""
+    return all(i.batched for i in spec.source.inputs)
 
 
 def _onnx_failures(spec, error: UnsupportedModel) -> list[TargetFailure]:
@@ -225,12 +229,12 @@ def _onnx_failures(spec, error: UnsupportedModel) -> list[TargetFailure]:
     return [TargetFailure(target=name, stage="export", reason=error.reason, message=str(error)) for name in names]
 
 
-def _torch_reference(loaded, input_spec, evaluation, spec) -> tuple[np.ndarray, float | None]:
+def _torch_reference(loaded, specs, evaluation, spec) -> tuple[list[np.ndarray], float | None]:
     """The source's own outputs in torch, and its accuracy (metric top1): the reference without an ONNX baseline."""
-    reference = measure.predict(source.TorchRunner(loaded, input_spec), evaluation.inputs)
+    reference = measure.predict(source.TorchRunner(loaded, specs), evaluation.inputs)
     if spec.dataset.metric != "top1":
         return reference, None
-    dataset.check_labels_fit(evaluation, spec.dataset.evaluation.uri, reference.shape[1])
+    dataset.check_labels_fit(evaluation, spec.dataset.evaluation.uri, reference[0].shape[1])
     return reference, round(measure.top1_accuracy(reference, evaluation.labels), 4)
 
 
@@ -246,30 +250,31 @@ def _quality(result: ArtifactResult) -> str:
     return f"accuracy {result.accuracy:.2f}% (drop {result.accuracy_drop_points:+.2f})"
 
 
-def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, input_spec, staging: Path,
+def _build_onnx_variant(precision: Precision, spec, fp32: Path, calibration, staging: Path,
                         fixed_batch: int | None) -> Built:
     name = f"onnx-{precision.value}"
     directory = staging / name
     directory.mkdir()
     model = directory / "model.onnx"
-    notes = quantize.make_variant(precision, fp32, model, spec.compression, calibration.inputs, input_spec.name,
-                                  staging, fixed_batch)
+    notes = quantize.make_variant(precision, fp32, model, spec.compression, calibration.inputs, staging, fixed_batch)
+    stackable = _stackable(spec)
     return Built(name, "onnxruntime", precision.value, "candidate", [model],
-                 lambda threads: OnnxRuntimeRunner(model, threads), notes=notes)
+                 lambda threads: OnnxRuntimeRunner(model, threads, stackable), notes=notes)
 
 
-def _build_mixed(spec, fp32: Path, staging: Path, calibration, evaluation, reference: np.ndarray,
-                 baseline_accuracy: float | None, input_name: str, fixed_batch: int | None, threads: int,
+def _build_mixed(spec, fp32: Path, staging: Path, calibration, evaluation, reference: list[np.ndarray],
+                 baseline_accuracy: float | None, fixed_batch: int | None, threads: int,
                  progress: Progress) -> Built | None:
     """int8-static with its most sensitive nodes kept in float, when int8-static misses the quality SLOs (else
     None: there is nothing to mix)."""
     prepared, _ = quantize._prepared(fp32, staging)
     metric, slo, budget = spec.dataset.metric, spec.slo, spec.compression.mixed_precision
+    stackable = _stackable(spec)
 
     def build(order: str, float_nodes: list[str]) -> mixed.Trial:
         path = staging / f"{MIXED}.{order}.{len(float_nodes)}.onnx"
         quantize.int8_static_keeping_float(prepared, path, spec.compression, float_nodes)
-        outputs = measure.predict(OnnxRuntimeRunner(path, threads), evaluation.inputs)
+        outputs = measure.predict(OnnxRuntimeRunner(path, threads, stackable), evaluation.inputs)
         quality = fidelity.fidelity(outputs, reference)
         drop = None if baseline_accuracy is None else baseline_accuracy - measure.top1_accuracy(outputs, evaluation.labels)
         misses = [v.message for v in quality_violations(MIXED, quality, drop, slo, metric)]
@@ -282,8 +287,8 @@ def _build_mixed(spec, fp32: Path, staging: Path, calibration, evaluation, refer
     all_int8 = build("all-int8", [])
     if not all_int8.misses:
         return None
-    feeds = [{input_name: batch} for batch, _ in dataset.batches(
-        calibration.inputs[:mixed.SENSITIVITY_SAMPLES], fixed_batch or 1, exact=fixed_batch is not None)]
+    feeds = [feed for feed, _ in calibration.inputs.take(mixed.SENSITIVITY_SAMPLES).feeds(
+        fixed_batch or 1, exact=fixed_batch is not None)]
     ranked = mixed.sensitivity(prepared, all_int8.model, feeds)
     progress.step("quantize", f"{MIXED}: {len(ranked)} quantized nodes ranked; most sensitive: "
                               + ", ".join(f"{s.node} ({s.op_type}, adds {s.added:.2%})" for s in ranked[:3]))
@@ -302,14 +307,19 @@ def _build_mixed(spec, fp32: Path, staging: Path, calibration, evaluation, refer
             f"({'the most sensitive' if chosen.order == 'sensitivity' else 'the first from the input'}; "
             f"{len(trials) + 1} builds)")
     return Built(MIXED, "onnxruntime", "int8-mixed", "candidate", [model],
-                 lambda threads: OnnxRuntimeRunner(model, threads), notes=[note],
+                 lambda threads: OnnxRuntimeRunner(model, threads, stackable), notes=[note],
                  mixed=mixed.summary(quantizable, ranked, chosen, [all_int8, *trials]))
 
 
-def _build_edge(target: EdgeTarget, precision: str, loaded, pnnx_input: Path | None, input_spec, staging: Path,
-                progress: Progress, calibration: np.ndarray) -> Built:
+def _build_edge(target: EdgeTarget, precision: str, loaded, pnnx_input: Path | None, specs, staging: Path,
+                progress: Progress, calibration: dataset.Inputs, outputs: int) -> Built:
     """`pnnx_input`: the fp32 ONNX model, or a TorchScript source when its ONNX export failed. int8 is quantized
-    from the fp32 conversion with `calibration`."""
+    from the fp32 conversion with `calibration`. Edge artifacts take one input and give one output."""
+    calibration = calibration.only()  # a named reason (MultipleInputs) for the others, before converting
+    if outputs != 1:
+        raise UnsupportedModel(f"the edge runtimes' runners and bundles carry one output; the model has {outputs}",
+                               reason="MultipleOutputs")
+    input_spec = specs[0]
     name = edge_name(target.runtime, precision, target.name)
     directory = staging / name
     directory.mkdir()
@@ -344,7 +354,7 @@ class Evaluated:
 
     built: Built
     runner: Runner
-    outputs: np.ndarray
+    outputs: list[np.ndarray]  # per output, the samples along the first axis
     role: str
 
 
@@ -353,7 +363,7 @@ def _evaluate_baseline(baseline: Built, evaluation, settings, uri: str, fp32_req
     item = _evaluate(baseline, evaluation, settings.threads)
     accuracy = None
     if len(evaluation.labels):  # metric top1 (fidelity reads no labels)
-        dataset.check_labels_fit(evaluation, uri, item.outputs.shape[1])
+        dataset.check_labels_fit(evaluation, uri, item.outputs[0].shape[1])
         accuracy = round(measure.top1_accuracy(item.outputs, evaluation.labels), 4)
     if fp32_requested:  # the user ships fp32 too, so it is held to the SLOs like any candidate
         item.role = "candidate"
@@ -365,7 +375,7 @@ def _evaluate(built: Built, evaluation, threads: int) -> Evaluated:
     return Evaluated(built, runner, measure.predict(runner, evaluation.inputs), built.role)
 
 
-def _time_interleaved(evaluated: list[Evaluated], sample: np.ndarray, settings, progress: Progress,
+def _time_interleaved(evaluated: list[Evaluated], inputs: dataset.Inputs, settings, progress: Progress,
                       failures: list[TargetFailure]) -> dict[str, LatencyResult]:
     """Latency of every artifact, those of one runtime and target timed in the same rounds; an artifact whose
     runtime fails while timed is recorded as a failure."""
@@ -376,7 +386,7 @@ def _time_interleaved(evaluated: list[Evaluated], sample: np.ndarray, settings, 
     for (runtime, target), items in groups.items():
         progress.step("benchmark", f"{runtime}{f' ({target})' if target else ''}: {len(items)} artifacts, "
                                    f"{settings.runs} interleaved rounds")
-        for item, latency in zip(items, measure.interleaved_latency([i.runner for i in items], sample, settings)):
+        for item, latency in zip(items, measure.interleaved_latency([i.runner for i in items], inputs, settings)):
             if isinstance(latency, Exception):
                 failures.append(TargetFailure(target=item.built.name, stage="benchmark", reason="EvaluationFailed",
                                               message=f"{type(latency).__name__}: {first_line(latency)}"))
@@ -385,7 +395,8 @@ def _time_interleaved(evaluated: list[Evaluated], sample: np.ndarray, settings, 
     return latencies
 
 
-def _artifact_result(item: Evaluated, evaluation, reference, baseline_accuracy, latency: LatencyResult):
+def _artifact_result(item: Evaluated, evaluation, reference, baseline_accuracy, latency: LatencyResult,
+                     output_names: list[str] | None):
     """`baseline_accuracy` is None under metric fidelity: no accuracy is measured then."""
     built, runner, outputs = item.built, item.runner, item.outputs
     accuracy = drop = None
@@ -398,8 +409,7 @@ def _artifact_result(item: Evaluated, evaluation, reference, baseline_accuracy, 
         signature = onnx_signature(built.files[0])
         # One sample a call, as the smoke test sends them to Triton: int8-dynamic's activation scales
         # depend on the whole batch, so outputs of a 64-sample batch would not match.
-        smoke_outputs = outputs if runner.fixed_batch else np.concatenate(
-            [runner.run(evaluation.inputs[i:i + 1]) for i in range(min(SMOKE_SAMPLES, len(evaluation.inputs)))])
+        smoke_outputs = outputs if runner.fixed_batch else _one_by_one(runner, evaluation.inputs, SMOKE_SAMPLES)
         write_smoke(built.files[0].parent / SMOKE_FILE, evaluation.inputs, smoke_outputs,
                     runner.batch_size if runner.fixed_batch else None)
         smoke = f"{built.name}/{SMOKE_FILE}"
@@ -411,7 +421,7 @@ def _artifact_result(item: Evaluated, evaluation, reference, baseline_accuracy, 
         accuracy=accuracy,
         accuracy_drop_points=drop,
         agreement=measure.agreement(outputs, reference),
-        fidelity=fidelity.fidelity(outputs, reference),
+        fidelity=fidelity.fidelity(outputs, reference, output_names),
         notes=built.notes,
         mixed_precision=built.mixed,
         latency=latency,
@@ -420,6 +430,12 @@ def _artifact_result(item: Evaluated, evaluation, reference, baseline_accuracy, 
         fraction_quantized=(round(fraction_quantized(built.files[0]), 4)
                             if built.runtime == "onnxruntime" and built.precision.startswith("int8") else None),
     )
+
+
+def _one_by_one(runner: Runner, inputs: dataset.Inputs, count: int) -> list[np.ndarray]:
+    """Every output of the first `count` samples, one sample a call, each flattened."""
+    calls = [runner.run(inputs.feed(i, i + 1)) for i in range(min(count, len(inputs)))]
+    return [np.stack([np.asarray(call[k]).reshape(-1) for call in calls]) for k in range(len(calls[0]))]
 
 
 def _artifact_digest(files: list[Path]) -> str:

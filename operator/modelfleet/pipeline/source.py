@@ -71,17 +71,19 @@ class TorchRunner:
     """The torch source itself in torch: the reference when its ONNX export failed (a Runner, batches of
     64, or exactly the batch a fixed batch dimension declares)."""
 
-    def __init__(self, loaded: LoadedSource, input_spec: TensorSpec):
+    def __init__(self, loaded: LoadedSource, specs: list[TensorSpec]):
         self._module = callable_module(loaded)
-        self.fixed_batch = input_spec.shape[0] > 0
-        self.batch_size = input_spec.shape[0] if self.fixed_batch else 64
+        self._names = [spec.name for spec in specs]
+        stackable = all(spec.batched for spec in specs)
+        self.fixed_batch = stackable and specs[0].shape[0] > 0
+        self.batch_size = (specs[0].shape[0] if self.fixed_batch else 64) if stackable else 1
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
         with torch.no_grad():
-            out = self._module(torch.from_numpy(batch))
-        return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+            out = self._module(*(torch.from_numpy(np.asarray(feed[name])) for name in self._names))
+        return [o.numpy() for o in out] if isinstance(out, (tuple, list)) else [out.numpy()]
 
 
 def _check_torch_inputs(source: Source, loaded: LoadedSource) -> None:
@@ -138,7 +140,7 @@ def _check_onnx(source: Source, path: Path) -> None:
             problems.append(f"name {actual.name!r} != {declared.name!r}")
         if len(dims) != len(declared.shape) or any(a != -1 and a != d for a, d in zip(dims, declared.shape) if d != -1):
             problems.append(f"shape {dims} != {declared.shape}")
-        elif declared.shape[0] == -1 and dims[0] != -1:
+        elif declared.batched and declared.shape[0] == -1 and dims[0] != -1:
             problems.append(f"the batch dimension is fixed at {dims[0]}, the spec declares it dynamic (-1): "
                             f"declare shape {[dims[0], *declared.shape[1:]]}")
         if dtype != declared.dtype:

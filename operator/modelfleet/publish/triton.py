@@ -20,6 +20,8 @@ from modelfleet.api.publication import PublishedVersion, RepositoryRecord, Servi
 from modelfleet.api.result import ArtifactResult, ModelSignature, ResultManifest
 from modelfleet.domain.choice import TRITON, triton_artifact
 from modelfleet.errors import ChecksumMismatch, PermanentError, PublishConflict, RetryableError, first_line
+from modelfleet.pipeline.dataset import Inputs
+from modelfleet.pipeline.signature import read_smoke
 from modelfleet.progress import Progress
 from modelfleet.publish.recovery import begin, prune, recover, restore, settle
 from modelfleet.publish.repository import CONFIG_FILE, ModelRepository, open_repository, read_record
@@ -157,13 +159,13 @@ def _serve(server: "TritonServer", target: TritonTarget, artifact: ArtifactResul
     progress.step("publish", f"verifying version {version}: config, metadata, smoke test")
     server.check_publication(name, publication, target.repository)
     server.check_metadata(name, version, artifact.signature)
-    smoke = np.load(result_dir / artifact.smoke)
-    diff = server.smoke_test(name, version, artifact.signature, smoke["inputs"], smoke["outputs"])
+    inputs, expected = read_smoke(result_dir / artifact.smoke, artifact.signature)
+    diff = server.smoke_test(name, version, artifact.signature, inputs, expected)
     if diff > target.verification.smoke_tolerance:
         raise VerificationFailed("SmokeMismatch", f"Triton's outputs differ from {artifact.name}'s own by up to "
                                                   f"{diff:.3g} (tolerance {target.verification.smoke_tolerance:g})")
     progress.step("publish", f"measuring version {version}: {target.verification.latency_requests} requests")
-    latency = server.latency(name, version, artifact.signature, smoke["inputs"][:1], target.verification.latency_requests)
+    latency = server.latency(name, version, artifact.signature, inputs.feed(0, 1), target.verification.latency_requests)
     message = (f"version {version} ready in {ready_s:.2f} s, smoke max diff {diff:.2g}, "
                f"p50 {latency.p50_ms:.2f} ms, p95 {latency.p95_ms:.2f} ms")
     if outcome.latency_slo_ms is not None and latency.p95_ms > outcome.latency_slo_ms:
@@ -291,22 +293,29 @@ class TritonServer:
                 raise VerificationFailed("MetadataMismatch", f"Triton reports {kind} {got} for {name} version "
                                                              f"{version}; the artifact declares {want}")
 
-    def _infer(self, name: str, version: int, signature: ModelSignature, batch: np.ndarray) -> np.ndarray:
-        tensor = signature.inputs[0]
-        request = self._http.InferInput(tensor.name, list(batch.shape), _wire_type(tensor.dtype))
-        request.set_data_from_numpy(batch.astype(tensor.dtype), binary_data=True)
-        output = self._http.InferRequestedOutput(signature.outputs[0].name, binary_data=True)
-        response = self._call("inference", self._client.infer, name, [request], model_version=str(version),
-                              outputs=[output])
-        return response.as_numpy(signature.outputs[0].name)
+    def _infer(self, name: str, version: int, signature: ModelSignature,
+               feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output for one request with every input."""
+        requests = []
+        for tensor in signature.inputs:
+            value = np.asarray(feed[tensor.name]).astype(tensor.dtype)
+            request = self._http.InferInput(tensor.name, list(value.shape), _wire_type(tensor.dtype))
+            request.set_data_from_numpy(value, binary_data=True)
+            requests.append(request)
+        outputs = [self._http.InferRequestedOutput(t.name, binary_data=True) for t in signature.outputs]
+        response = self._call("inference", self._client.infer, name, requests, model_version=str(version),
+                              outputs=outputs)
+        return [response.as_numpy(t.name) for t in signature.outputs]
 
     def smoke_test(self, name: str, version: int, signature: ModelSignature,
-                   inputs: np.ndarray, expected: np.ndarray) -> float:
-        """Largest absolute difference between Triton's outputs and the artifact's own, one sample a request."""
-        outputs = [self._infer(name, version, signature, inputs[i:i + 1]).reshape(-1) for i in range(len(inputs))]
-        return float(np.max(np.abs(np.stack(outputs) - expected.reshape(len(inputs), -1))))
+                   inputs: Inputs, expected: list[np.ndarray]) -> float:
+        """Largest absolute difference between Triton's outputs and the artifact's own, one sample a request,
+        over every output."""
+        calls = [self._infer(name, version, signature, inputs.feed(i, i + 1)) for i in range(len(inputs))]
+        return max(float(np.max(np.abs(np.stack([np.asarray(call[k]).reshape(-1) for call in calls])
+                                       - expected[k].reshape(len(inputs), -1)))) for k in range(len(expected)))
 
-    def latency(self, name: str, version: int, signature: ModelSignature, sample: np.ndarray,
+    def latency(self, name: str, version: int, signature: ModelSignature, sample: dict[str, np.ndarray],
                 requests: int) -> ServingLatency:
         before = self._stats(name, version)
         timings = np.empty(requests)
