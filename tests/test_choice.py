@@ -85,9 +85,9 @@ def test_a_speedup_interval_comes_from_the_rounds_and_narrows_with_pairing():
     drift = np.linspace(1.0, 3.0, 60)  # the node gets three times slower during the rounds
     fast, slow = tuple(0.8 * drift * np.array(runs(1.0, 0.02, seed=3))), tuple(drift * np.array(runs(1.0, 0.02, seed=4)))
     paired = speedup(fast, slow)
-    assert paired.low < 1.25 < paired.high and paired.high - paired.low < 0.1
+    assert paired.low < 1.25 < paired.high and paired.high - paired.low < 0.15
     unpaired = speedup(fast, slow[:-1])  # unequal lengths are resampled apart: the drift widens the interval
-    assert unpaired.high - unpaired.low > 3 * (paired.high - paired.low)
+    assert unpaired.high - unpaired.low > 2 * (paired.high - paired.low)
     assert speedup((1.0,), (2.0,)).text() == "2.00x [2.00, 2.00]"  # a single run (old results): the point
 
 

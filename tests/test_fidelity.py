@@ -76,3 +76,4 @@ def test_with_several_outputs_the_worst_one_counts_and_each_is_reported():
     assert single.output is None and single.outputs is None
     with pytest.raises(ValueError, match="2 outputs cannot be compared with the baseline's 1"):
         fidelity(outputs, reference[:1])
+

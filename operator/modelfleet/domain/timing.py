@@ -4,15 +4,17 @@ Artifacts of one runtime are timed interleaved: round r times every artifact onc
 and goes on a shared node hits all of them alike. The speed-up of A over B is the ratio of their median
 times; its 95% interval comes from a bootstrap over the rounds (paired: a resampled round keeps every
 artifact's time of that round, which is what cancels the drift). Anchors: pyperf and criterion.rs.
-Deterministic: the resampling is seeded, so the same timings always give the same interval.
+Deterministic: the resampling is seeded, so the same timings always give the same interval. Plain Python: the
+operator, which rejudges results, carries no numpy.
 """
 
+import functools
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import median
 
-import numpy as np
-
-RESAMPLES = 2000
+RESAMPLES = 1000
 CONFIDENCE = 0.95
 TIE = 0.10  # within the latency SLO, a speed-up under 10% is not worth a larger download; and a busy node moves
 # ratios by several percent (ncnn fp16 vs fp32 on x86: 1.04x calm, 1.06x under a hog), which a narrower band splits
@@ -46,21 +48,27 @@ def speedup(times: Sequence[float], reference_times: Sequence[float]) -> Ratio:
 
     Timings of equal length are paired by round (interleaved); otherwise each is resampled on its own.
     With a single timing (results written before the rounds were kept) the interval is the point."""
-    a, b = np.asarray(times, dtype=np.float64), np.asarray(reference_times, dtype=np.float64)
-    value = _ratio(np.median(b), np.median(a))
+    return _speedup(tuple(times), tuple(reference_times))
+
+
+@functools.lru_cache(maxsize=4096)  # a choice asks for the same pairs again (reasons, notes, rejudging)
+def _speedup(a: tuple[float, ...], b: tuple[float, ...]) -> Ratio:
+    value = round(_ratio(median(b), median(a)), 4)
     if len(a) < 2 or len(b) < 2:
         return Ratio(value, value, value)
-    rng = np.random.default_rng(_SEED)
-    if len(a) == len(b):
-        rounds = rng.integers(0, len(a), size=(RESAMPLES, len(a)))
-        ratios = _ratio(np.median(b[rounds], axis=1), np.median(a[rounds], axis=1))
-    else:
-        ratios = _ratio(np.median(b[rng.integers(0, len(b), size=(RESAMPLES, len(b)))], axis=1),
-                        np.median(a[rng.integers(0, len(a), size=(RESAMPLES, len(a)))], axis=1))
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return Ratio(round(float(value), 4), round(float(low), 4), round(float(high), 4))
+    rng = random.Random(_SEED)
+    ratios = []
+    for _ in range(RESAMPLES):
+        if len(a) == len(b):
+            rounds = rng.choices(range(len(a)), k=len(a))
+            ratios.append(_ratio(median([b[i] for i in rounds]), median([a[i] for i in rounds])))
+        else:
+            ratios.append(_ratio(median(rng.choices(b, k=len(b))), median(rng.choices(a, k=len(a)))))
+    ratios.sort()
+    tail = (1 - CONFIDENCE) / 2
+    low, high = ratios[int(tail * (RESAMPLES - 1))], ratios[int(round((1 - tail) * (RESAMPLES - 1)))]
+    return Ratio(value, round(low, 4), round(high, 4))
 
 
-def _ratio(numerator, denominator):
-    return np.divide(numerator, np.maximum(denominator, 1e-12))
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / max(denominator, 1e-12)
